@@ -1,0 +1,52 @@
+"""Error types. Each carries the exit code of spec section 8; the CLI turns them
+into one sentence (no traceback unless --debug)."""
+
+from __future__ import annotations
+
+
+class TwopayError(Exception):
+    """Base of every error a user can cause. ``exit_code`` follows spec section 8."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(TwopayError):
+    """Usage, config or input-schema error (exit 2)."""
+
+    exit_code = 2
+
+
+class RuleFileError(UsageError):
+    """A rule file that does not validate (exit 2), naming file and key."""
+
+
+class InputSchemaError(UsageError):
+    """An input file whose columns cannot serve (exit 2), naming file and column."""
+
+
+class DataQualityError(TwopayError):
+    """Finished with a data-quality or reconciliation problem (exit 3)."""
+
+    exit_code = 3
+
+
+class BatchConflict(TwopayError):
+    """A period already committed with other inputs (exit 4)."""
+
+    exit_code = 4
+
+
+class WorkspaceLocked(TwopayError):
+    """Another run holds the workspace (exit 5)."""
+
+    exit_code = 5
+
+
+class BooksDoNotBalance(TwopayError):
+    """Internal inconsistency: counts or amounts do not balance (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,80 @@
+"""Run the compiled rules over the lines of a batch (spec 4.1).
+
+Contract (tables on the given connection):
+
+* ``adj_lines`` (line_key, person_key, scheme, plan_year, visit_type,
+  service_date, settlement_id, admission_date, total_cost, self_pay_1,
+  self_pay_2, out_of_pocket, kind 'normal'|'clawback', orig_rule_version,
+  orig_base_amount, orig_ratio_part, orig_allowance, orig_allowance_days)
+* ``adj_opening`` (person_key, scheme, plan_year, base_outpatient,
+  base_inpatient, paid_outpatient, paid_inpatient, paid_total, allowance_days):
+  the accumulators of earlier batches.
+
+Writes ``adj_result`` with one row per line (see compile.result_sql).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from twopay.rules.compile import PARAMS_DDL, all_sql, param_rows
+from twopay.rules.dialect import DIALECT
+from twopay.rules.loader import RuleSet
+
+LINES_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS adj_lines (
+    line_key BIGINT, person_key VARCHAR, scheme VARCHAR, plan_year INTEGER,
+    visit_type VARCHAR, service_date DATE, settlement_id VARCHAR, admission_date DATE,
+    total_cost DECIMAL(18,2), self_pay_1 DECIMAL(18,2), self_pay_2 DECIMAL(18,2),
+    out_of_pocket DECIMAL(18,2), kind VARCHAR, orig_rule_version VARCHAR,
+    orig_base_amount DECIMAL(18,2), orig_ratio_part DECIMAL(18,2),
+    orig_allowance DECIMAL(18,2), orig_allowance_days INTEGER
+)
+"""
+
+OPENING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS adj_opening (
+    person_key VARCHAR, scheme VARCHAR, plan_year INTEGER,
+    base_outpatient DECIMAL(18,2), base_inpatient DECIMAL(18,2),
+    paid_outpatient DECIMAL(18,2), paid_inpatient DECIMAL(18,2),
+    paid_total DECIMAL(18,2), allowance_days INTEGER
+)
+"""
+
+
+def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
+    """The rule numbers go in as data (parameters), not as SQL text."""
+    con.execute(PARAMS_DDL)
+    rows = [
+        (
+            r.fkey,
+            r.scheme,
+            r.version,
+            r.visit_type,
+            r.effective_from,
+            r.effective_to,
+            r.base,
+            r.deductible,
+            r.scope,
+            r.per_episode_cap,
+            r.type_cap,
+            r.scheme_cap,
+            r.per_day,
+            r.max_days,
+        )
+        for r in param_rows(rules)
+    ]
+    if rows:
+        con.executemany("INSERT INTO adj_params VALUES (" + ", ".join(["?"] * 14) + ")", rows)
+
+
+def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
+    for stmt in DIALECT.setup_sql():
+        con.execute(stmt)
+    con.execute(LINES_DDL)
+    con.execute(OPENING_DDL)
+    load_params(con, rules)
+    for _name, sql in all_sql(rules):
+        con.execute(sql)
+    for table in ("adj_prepared", "adj_steps", "adj_walked"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
