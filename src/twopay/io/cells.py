@@ -1,0 +1,59 @@
+"""SQL that turns normalised text cells into typed values (spec section 2).
+
+Each builder returns an expression that is NULL when the cell cannot be read,
+so that validation can name the failing column without a second parse.
+"""
+
+from __future__ import annotations
+
+from twopay.io.schemas import CATEGORY_VALUES, VISIT_TYPE_VALUES
+
+# 1234.5 / 1,234.50 / ¥1234.50 / 1234.50元 / -12.00 ; NFKC has already turned ￥ into ¥.
+_MONEY_CLEAN = "regexp_replace({c}, '^(?:RMB|CNY)|[¥$,\\s]|元$', '', 'g')"
+# Two places; trailing zeros beyond them are fine, other digits are not.
+_MONEY_OK = "^-?[0-9]{{1,13}}(\\.[0-9]{{0,2}}0*)?$"
+
+
+def money_sql(col: str) -> str:
+    """The cell as DECIMAL(18,2), or NULL when it is not a readable amount."""
+    clean = _MONEY_CLEAN.format(c=col)
+    return (
+        f"CASE WHEN regexp_matches({clean}, '{_MONEY_OK.format()}') "
+        f"THEN CAST(regexp_replace({clean}, '(\\.[0-9]{{0,2}})0*$', '\\1') AS DECIMAL(18,2)) END"
+    )
+
+
+_DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%Y%m%d",
+    "%Y年%m月%d日",
+    "%Y.%m.%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+)
+
+
+def date_sql(col: str) -> str:
+    """The cell as DATE, or NULL. Excel serial numbers (a date cell exported as
+    its number, 20000..80000, i.e. 1954..2119) are read as dates too."""
+    tries = ", ".join(f"try_strptime({col}, '{f}')" for f in _DATE_FORMATS)
+    serial = (
+        f"CASE WHEN regexp_matches({col}, '^[2-7][0-9]{{4}}(\\.0+)?$') "
+        f"THEN DATE '1899-12-30' + CAST(CAST({col} AS DOUBLE) AS INTEGER) END"
+    )
+    return f"coalesce(CAST(coalesce({tries}) AS DATE), {serial})"
+
+
+def _mapping_sql(col: str, values: dict[str, str]) -> str:
+    whens = " ".join(f"WHEN '{k.lower()}' THEN '{v}'" for k, v in values.items())
+    return f"CASE lower({col}) {whens} END"
+
+
+def visit_type_sql(col: str) -> str:
+    return _mapping_sql(col, VISIT_TYPE_VALUES)
+
+
+def category_sql(col: str) -> str:
+    return _mapping_sql(col, CATEGORY_VALUES)

@@ -1,0 +1,384 @@
+"""Read an input file (CSV in any of its encodings and dialects, .xlsx, Parquet)
+into a DuckDB table of normalised text cells (spec section 2).
+
+Reading is vectorised: DuckDB parses CSV and Parquet, calamine (through
+fastexcel) reads Excel; text normalisation is SQL plus one Arrow-vectorised
+NFKC function. Rows that cannot be parsed at all (wrong number of fields,
+unterminated quotes) are kept with their line and raw text so the validation
+stage can quarantine them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from twopay.errors import InputSchemaError, UsageError
+from twopay.io.schemas import FileKind, header_key, header_map
+
+SNIFF_BYTES = 1 << 16
+CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    table: str
+    source_name: str
+    path: Path
+    sha256: str
+    rows: int
+    format: str
+    encoding: str | None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _nfkc(values: pa.Array) -> pa.Array:
+    return pc.utf8_normalize(values, form="NFKC")
+
+
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """NFKC is not built into DuckDB; pyarrow does it a vector at a time."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'nfkc'"
+    ).fetchall()[0][0]
+    if not exists:
+        con.create_function("nfkc", _nfkc, ["VARCHAR"], "VARCHAR", type="arrow")
+
+
+def normalised_cell_sql(col: str) -> str:
+    """Spec 2: NFKC, trim, collapse inner white space; empty becomes NULL."""
+    nf = f"CASE WHEN regexp_matches({col}, '[^\\x00-\\x7F]') THEN nfkc({col}) ELSE {col} END"
+    return f"nullif(regexp_replace(trim({nf}), '\\s+', ' ', 'g'), '')"
+
+
+def detect_format(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        return "xlsx"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise UsageError(
+            f"{path}: this is an old binary Excel file (.xls); save it as .xlsx or CSV."
+        )
+    return "csv"
+
+
+def detect_encoding(path: Path) -> str:
+    """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else GB18030."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while block := fh.read(CHUNK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "gb18030"
+    return "utf-8"
+
+
+def _to_utf8(path: Path, encoding: str, workdir: Path) -> Path:
+    """DuckDB reads UTF-8 only (its encodings extension downloads at run time):
+    transcode other encodings once, streaming."""
+    target = workdir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16] + ".csv")
+    try:
+        with (
+            path.open("r", encoding=encoding, newline="") as src,
+            target.open("w", encoding="utf-8", newline="") as dst,
+        ):
+            shutil.copyfileobj(src, dst, CHUNK)
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path}: cannot be read as {encoding} (byte {exc.start}); "
+            "pass --encoding with the file's real encoding."
+        ) from None
+    except LookupError:
+        raise UsageError(f"{path}: unknown encoding {encoding!r}.") from None
+    return target
+
+
+def _sniff_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _check_header(
+    path: Path, headers: list[str], kind: FileKind, aliases: Mapping[str, list[str]] | None
+) -> list[str | None]:
+    """Canonical name of each header (None for extra columns); a missing
+    required column or a duplicate is a usage error naming file and column."""
+    mapping = header_map(kind, aliases)
+    canon: list[str | None] = []
+    seen: dict[str, str] = {}
+    for h in headers:
+        name = mapping.get(header_key(h or ""))
+        if name is not None and name in seen:
+            raise InputSchemaError(
+                f"{path}: columns {seen[name]!r} and {h!r} both mean {name!r}; keep one."
+            )
+        if name is not None:
+            seen[name] = h
+        canon.append(name)
+    missing = [c for c in kind.required if c not in seen]
+    if missing:
+        col = kind.column(missing[0])
+        zh = f" ({col.aliases[0]})" if col.aliases else ""
+        raise InputSchemaError(
+            f"{path}: the {kind.label} file has no column {missing[0]!r}{zh}; "
+            f"its header is: {', '.join(h for h in headers if h) or '(empty)'}."
+        )
+    return canon
+
+
+def load_input(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    kind: FileKind,
+    table: str,
+    *,
+    workdir: Path,
+    encoding: str | None = None,
+    aliases: Mapping[str, list[str]] | None = None,
+    source_name: str | None = None,
+) -> LoadedFile:
+    """Load ``path`` into ``table``: columns source_file, line_number, raw,
+    parse_error (a structural problem with the row, else NULL) and every
+    column of ``kind`` as normalised VARCHAR (NULL when absent or empty)."""
+    register_functions(con)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file.")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path}: the file is empty (no header row).")
+    source = source_name or path.name
+    fmt = detect_format(path)
+    digest = file_sha256(path)
+    used_encoding: str | None = None
+    if fmt == "csv":
+        used_encoding = encoding or detect_encoding(path)
+        staged = _stage_csv(con, path, kind, aliases, used_encoding, workdir)
+    elif fmt == "xlsx":
+        staged = _stage_xlsx(con, path, kind, aliases)
+    else:
+        staged = _stage_parquet(con, path, kind, aliases)
+    cols = ", ".join(
+        f"{normalised_cell_sql(f'c.{c.name}') if c.name in staged else 'NULL::VARCHAR'} AS {c.name}"
+        for c in kind.columns
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        SELECT ?::VARCHAR AS source_file, c.line_number, c.raw, c.parse_error, {cols}
+        FROM _staged AS c
+        ORDER BY c.line_number
+        """,
+        [source],
+    )
+    con.execute("DROP TABLE IF EXISTS _staged")
+    rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    return LoadedFile(table, source, path, digest, rows, fmt, used_encoding)
+
+
+def _stage_csv(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    kind: FileKind,
+    aliases: Mapping[str, list[str]] | None,
+    encoding: str,
+    workdir: Path,
+) -> set[str]:
+    enc = codecs.lookup(encoding).name
+    if enc in ("utf-8", "utf-8-sig"):
+        text_path = path
+    else:
+        text_path = _to_utf8(path, encoding, workdir)
+    with text_path.open("rb") as fh:
+        sample_bytes = fh.read(SNIFF_BYTES)
+    if b"\x00" in sample_bytes:
+        raise UsageError(f"{path}: this is not a text table (binary content).")
+    sample = sample_bytes.decode("utf-8", errors="ignore").lstrip("\ufeff")
+    delim = _sniff_delimiter(sample)
+    first = next(csv.reader(io.StringIO(sample), delimiter=delim), None)
+    if not first or not any(h.strip() for h in first):
+        raise UsageError(f"{path}: the first line is empty; expected a header row.")
+    canon = _check_header(path, first, kind, aliases)
+    n = len(first)
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
+    con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
+    try:
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _csv AS
+            SELECT row_number() OVER () AS rn, *
+            FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true,
+                          auto_detect = false, columns = {columns},
+                          store_rejects = true, rejects_table = '_rej_err',
+                          rejects_scan = '_rej_scan', max_line_size = 4000000,
+                          strict_mode = true, parallel = false)
+            """,
+            [str(text_path), delim],
+        )
+    except duckdb.Error as exc:
+        raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)}).") from None
+    # Line numbers as an editor shows them (header = line 1). DuckDB numbers
+    # the rows it could not parse by record (header = 1); a good row's record
+    # number follows from its rank among good rows and the rejected records
+    # before it; the physical line then adds the quoted newlines of every
+    # record before it.
+    nl = " + ".join(
+        f"coalesce(length(c{i}) - length(replace(c{i}, chr(10), '')), 0)" for i in range(n)
+    )
+    raw = " || ".join(
+        f"coalesce(c{i}, '')" if i == 0 else f"? || coalesce(c{i}, '')" for i in range(n)
+    )
+    rejects_exist = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rej_err'"
+    ).fetchall()[0][0]
+    if rejects_exist:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _rej AS
+            SELECT line AS rec, any_value(csv_line) AS csv_line,
+                   any_value(error_type) AS error_type,
+                   any_value(error_message) AS error_message
+            FROM _rej_err GROUP BY line
+            """
+        )
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rej (rec BIGINT, csv_line VARCHAR, "
+            "error_type VARCHAR, error_message VARCHAR)"
+        )
+    named = {name: i for i, name in enumerate(canon) if name is not None}
+    select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
+    null_cols = ", ".join(f"NULL::VARCHAR AS {name}" for name in named)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _staged AS
+        WITH rej AS (
+            SELECT *, rec - (row_number() OVER (ORDER BY rec) - 1) AS slot FROM _rej
+        ),
+        good AS (
+            SELECT 1 + rn + (SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn) AS rec,
+                   {raw} AS raw, NULL::VARCHAR AS parse_error, {nl} AS nl, {select_cols}
+            FROM _csv
+        ),
+        records AS (
+            SELECT * FROM good
+            UNION ALL
+            SELECT rec, csv_line,
+                CASE WHEN error_type IN ('TOO MANY COLUMNS', 'MISSING COLUMNS')
+                    THEN 'wrong_field_count' ELSE 'unparsable_row' END
+                    || ': ' || error_message,
+                0, {null_cols}
+            FROM _rej
+        )
+        SELECT rec + coalesce(sum(nl) OVER (
+                   ORDER BY rec ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+                   AS line_number,
+               * EXCLUDE (rec, nl)
+        FROM records
+        """,
+        [delim] * (n - 1),
+    )
+    for t in ("_csv", "_rej", "_rej_err", "_rej_scan"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return set(named)
+
+
+def _stage_xlsx(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    kind: FileKind,
+    aliases: Mapping[str, list[str]] | None,
+) -> set[str]:
+    import fastexcel
+
+    try:
+        reader = fastexcel.read_excel(str(path))
+        sheet = reader.load_sheet(0, header_row=None, dtypes="string")
+        frame = sheet.to_polars()
+    except Exception as exc:  # fastexcel raises its own error types
+        raise UsageError(
+            f"{path}: cannot be read as an Excel workbook ({_first_line(exc)})."
+        ) from None
+    if frame.height == 0:
+        raise UsageError(f"{path}: the first sheet is empty; expected a header row.")
+    import polars as pl
+
+    header = [str(v) if v is not None else "" for v in frame.row(0)]
+    canon = _check_header(path, header, kind, aliases)
+    body = frame.slice(1)
+    named = {name: i for i, name in enumerate(canon) if name is not None}
+    cols = body.columns
+    body = body.with_row_index("idx").select(
+        (pl.col("idx") + 2).cast(pl.Int64).alias("line_number"),
+        pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",").alias("raw"),
+        pl.lit(None, dtype=pl.String).alias("parse_error"),
+        *[pl.col(cols[i]).alias(name) for name, i in named.items()],
+    )
+    con.register("_xlsx_frame", body)
+    con.execute("CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM _xlsx_frame")
+    con.unregister("_xlsx_frame")
+    return set(named)
+
+
+def _stage_parquet(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    kind: FileKind,
+    aliases: Mapping[str, list[str]] | None,
+) -> set[str]:
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL OR num_children = 0",
+                [str(path)],
+            ).fetchall()
+        ]
+    except duckdb.Error as exc:
+        raise UsageError(f"{path}: cannot be read as Parquet ({_first_line(exc)}).") from None
+    canon = _check_header(path, names, kind, aliases)
+    named = {name: names[i] for i, name in enumerate(canon) if name is not None}
+    sel = ", ".join(f'CAST("{src}" AS VARCHAR) AS {name}' for name, src in named.items())
+    raw = " || ',' || ".join(f"coalesce(CAST(\"{n}\" AS VARCHAR), '')" for n in names)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _staged AS
+        SELECT file_row_number + 2 AS line_number, {raw} AS raw,
+               NULL::VARCHAR AS parse_error, {sel}
+        FROM read_parquet(?, file_row_number = true)
+        """,
+        [str(path)],
+    )
+    return set(named)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return re.sub(r"\s+", " ", text[0]) if text else type(exc).__name__

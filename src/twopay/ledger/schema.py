@@ -1,0 +1,129 @@
+"""The ledger: every batch's inputs, decisions and payouts (spec section 6).
+
+Every row that a batch adds carries its batch_id, so replacing the latest
+batch is one DELETE per table, and every derived figure (accumulators,
+pending reviews, outstanding recoveries) is computed from these rows rather
+than kept by hand in a second place.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from twopay.errors import UsageError
+
+SCHEMA_VERSION = 1
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id INTEGER PRIMARY KEY, period VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL,
+    inputs VARCHAR NOT NULL, rules VARCHAR NOT NULL, twopay_version VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, summary VARCHAR NOT NULL
+);
+
+-- every row of every input file of a batch that could not be read
+CREATE TABLE IF NOT EXISTS quarantine (
+    batch_id INTEGER, file_kind VARCHAR, source_file VARCHAR, line_number BIGINT,
+    error_code VARCHAR, detail VARCHAR, raw VARCHAR
+);
+
+-- every settlement row of every batch, as read (normalised text and typed values)
+CREATE TABLE IF NOT EXISTS settlements (
+    batch_id INTEGER, row_key BIGINT, source_file VARCHAR, line_number BIGINT, raw VARCHAR,
+    settlement_id VARCHAR, id_number VARCHAR, name VARCHAR, visit_type VARCHAR,
+    service_date DATE, admission_date DATE, hospital_code VARCHAR,
+    total_cost DECIMAL(18,2), self_pay_1 DECIMAL(18,2), self_pay_2 DECIMAL(18,2),
+    out_of_pocket DECIMAL(18,2), reverses VARCHAR, content_hash UBIGINT
+);
+
+CREATE TABLE IF NOT EXISTS roster_records (
+    batch_id INTEGER, record_key BIGINT, member_id VARCHAR, name VARCHAR, id_number VARCHAR,
+    person_key VARCHAR, card_no VARCHAR, unit_code VARCHAR, unit_name VARCHAR,
+    category VARCHAR, valid_from DATE, valid_to DATE, bank_account VARCHAR
+);
+
+-- one decision per settlement row handled by a batch (its own rows, and held
+-- rows of earlier batches decided in it: carried = true)
+CREATE TABLE IF NOT EXISTS outcomes (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, settlement_id VARCHAR,
+    carried BOOLEAN, outcome VARCHAR, code VARCHAR, detail VARCHAR,
+    person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR, match VARCHAR,
+    candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS lines (
+    batch_id INTEGER, line_key BIGINT, row_batch_id INTEGER, row_key BIGINT,
+    settlement_id VARCHAR, scheme VARCHAR, rule_version VARCHAR, kind VARCHAR,
+    reverses_line BIGINT, person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR,
+    plan_year INTEGER, visit_type VARCHAR, service_date DATE, match VARCHAR,
+    base_amount DECIMAL(18,2), deductible_applied DECIMAL(18,2), computed DECIMAL(18,2),
+    ratio_part DECIMAL(18,2), allowance DECIMAL(18,2), allowance_days INTEGER,
+    payout DECIMAL(18,2), status VARCHAR, note VARCHAR,
+    base_ytd_before DECIMAL(18,2), base_ytd_after DECIMAL(18,2),
+    paid_type_before DECIMAL(18,2), paid_type_after DECIMAL(18,2),
+    paid_total_before DECIMAL(18,2), paid_total_after DECIMAL(18,2),
+    days_before INTEGER, days_after INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS payments (
+    batch_id INTEGER, payment_id VARCHAR, member_id VARCHAR, person_key VARCHAR,
+    name VARCHAR, card_no VARCHAR, unit_code VARCHAR, bank_account VARCHAR,
+    amount DECIMAL(18,2), lines INTEGER, gross DECIMAL(18,2), offset_amount DECIMAL(18,2),
+    retry_of VARCHAR
+);
+
+-- negative nets to recover (amount > 0 owed by the member), and offsets
+-- taken from later payments (amount < 0): outstanding = sum(amount)
+CREATE TABLE IF NOT EXISTS recoveries (
+    batch_id INTEGER, person_key VARCHAR, member_id VARCHAR, amount DECIMAL(18,2),
+    settlement_ids VARCHAR, kind VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS bank_returns (
+    return_id INTEGER, source_file VARCHAR, sha256 VARCHAR, line_number BIGINT,
+    payment_id VARCHAR, card_no VARCHAR, amount DECIMAL(18,2), status VARCHAR,
+    reason VARCHAR, result VARCHAR, recorded_at TIMESTAMP
+);
+"""
+
+VIEWS = """
+CREATE OR REPLACE VIEW v_lines AS
+SELECT b.period, l.* EXCLUDE (batch_id), l.batch_id FROM lines l JOIN batches b USING (batch_id);
+CREATE OR REPLACE VIEW v_rejections AS
+SELECT b.period, o.batch_id, o.settlement_id, o.code AS reason_code, o.detail, o.member_id,
+       o.unit_code
+FROM outcomes o JOIN batches b USING (batch_id) WHERE o.outcome = 'rejected';
+CREATE OR REPLACE VIEW v_payments AS
+SELECT b.period, p.* EXCLUDE (batch_id, bank_account), p.batch_id
+FROM payments p JOIN batches b USING (batch_id);
+CREATE OR REPLACE VIEW v_members AS
+SELECT r.* EXCLUDE (batch_id, bank_account)
+FROM roster_records r WHERE r.batch_id = (SELECT max(batch_id) FROM batches);
+"""
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ledger or check its version (a newer twopay upgrades older
+    ledgers here; a ledger from a newer twopay is refused)."""
+    con.execute(TABLES)
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    if not rows:
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    else:
+        found = int(rows[0][0])
+        if found > SCHEMA_VERSION:
+            raise UsageError(
+                f"the ledger has schema version {found}, newer than this twopay understands "
+                f"({SCHEMA_VERSION}); upgrade twopay (pip install -U twopay)."
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS.get(version, []):
+                con.execute(stmt)
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+    con.execute(VIEWS)
+
+
+# version -> statements that bring a ledger of version-1 to it
+MIGRATIONS: dict[int, list[str]] = {}

@@ -1,0 +1,229 @@
+"""A workspace folder (spec section 6): settings, rules, ledger, overrides, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from twopay.errors import UsageError, WorkspaceLocked
+from twopay.ledger.schema import ensure_schema
+
+CONFIG_NAME = "twopay.toml"
+LEDGER_NAME = "twopay.duckdb"
+LOCK_NAME = "twopay.lock"
+
+DEFAULT_CONFIG = """\
+# twopay workspace settings
+lang = "zh"                      # zh or en: language of reasons and reports
+
+[run]
+max_quarantine_rate = 0.05       # above it a run commits nothing (exit 3)
+bands = [3000, 10000]            # subsidy bands per person-time, yuan (spec 7)
+
+[duckdb]
+memory_limit = "4GB"             # DuckDB spills to temp_directory beyond it
+temp_directory = ".twopay-tmp"   # relative to the workspace
+threads = 0                      # 0: all cores
+
+# Extra header aliases, per canonical column, for every input file:
+[aliases]
+# settlement_id = ["流水号"]
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSettings(_Strict):
+    max_quarantine_rate: float = Field(0.05, ge=0, le=1)
+    bands: list[float] = Field(default_factory=lambda: [3000.0, 10000.0])
+
+
+class DuckDBSettings(_Strict):
+    memory_limit: str = "4GB"
+    temp_directory: str = ".twopay-tmp"
+    threads: int = Field(0, ge=0)
+
+
+class Settings(_Strict):
+    lang: Literal["zh", "en"] = "zh"
+    run: RunSettings = Field(default_factory=RunSettings)
+    duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def shipped_rules_dir() -> Path:
+    return Path(str(resources.files("twopay") / "defaults" / "rules"))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    settings: Settings
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.root / "rules"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_NAME
+
+    @property
+    def overrides_path(self) -> Path:
+        return self.root / "overrides.csv"
+
+    @property
+    def temp_dir(self) -> Path:
+        path = Path(self.settings.duckdb.temp_directory)
+        return path if path.is_absolute() else self.root / path
+
+    def reports_dir(self, period: str) -> Path:
+        return self.root / "reports" / period
+
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.ledger_path.exists():
+            raise UsageError(f"{self.root}: no ledger yet; run a batch first.")
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | int] = {
+            "memory_limit": self.settings.duckdb.memory_limit,
+            "temp_directory": str(self.temp_dir),
+        }
+        if self.settings.duckdb.threads:
+            config["threads"] = self.settings.duckdb.threads
+        try:
+            con = duckdb.connect(str(self.ledger_path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise WorkspaceLocked(
+                    f"{self.ledger_path}: the ledger is open in another process ({_holder(self)})."
+                ) from None
+            raise UsageError(f"{self.ledger_path}: cannot open the ledger ({exc}).") from None
+        if not read_only:
+            ensure_schema(con)
+        return con
+
+    @contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """One writer at a time (spec 6); a lock left by a dead process is taken over."""
+        path = self.root / LOCK_NAME
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "command": command,
+        }
+        for _attempt in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder and not _alive(holder):
+                    path.unlink(missing_ok=True)
+                    continue
+                raise WorkspaceLocked(
+                    f"{self.root}: the workspace is locked by {_describe(holder)}; "
+                    "wait for it to finish."
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            break
+        else:  # pragma: no cover - lost a race twice
+            raise WorkspaceLocked(f"{self.root}: the workspace is locked; try again.")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict[str, object] | None:
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(holder: dict[str, object]) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # cannot tell: assume alive
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)  # type: ignore[call-overload]
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
+def _describe(holder: dict[str, object] | None) -> str:
+    if not holder:
+        return "another process"
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')} "
+        f"({holder.get('command')}, started {holder.get('started')})"
+    )
+
+
+def _holder(ws: Workspace) -> str:
+    return _describe(_read_lock(ws.root / LOCK_NAME))
+
+
+def find_root(given: str | Path | None) -> Path:
+    if given is not None:
+        return Path(given)
+    env = os.environ.get("TWOPAY_WORKSPACE")
+    return Path(env) if env else Path.cwd()
+
+
+def open_workspace(given: str | Path | None) -> Workspace:
+    root = find_root(given)
+    config = root / CONFIG_NAME
+    if not config.is_file():
+        raise UsageError(
+            f"{root}: not a twopay workspace (no {CONFIG_NAME}); create one with `twopay init {root}`."
+        )
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+        settings = Settings.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{config}: not valid TOML: {exc}.") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise UsageError(f"{config}: key `{key}`: {msg}.") from None
+    return Workspace(root=root, settings=settings)
+
+
+def init_workspace(root: Path, *, rules_from: Path | None = None) -> Workspace:
+    """Create a workspace with the shipped default rules and an empty ledger."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / CONFIG_NAME
+    if config.exists():
+        raise UsageError(f"{root}: already a twopay workspace ({CONFIG_NAME} exists).")
+    config.write_text(DEFAULT_CONFIG, encoding="utf-8")
+    rules = root / "rules"
+    rules.mkdir(exist_ok=True)
+    for src in sorted((rules_from or shipped_rules_dir()).glob("*.toml")):
+        shutil.copyfile(src, rules / src.name)
+    (root / "reports").mkdir(exist_ok=True)
+    overrides = root / "overrides.csv"
+    if not overrides.exists():
+        overrides.write_text("settlement_id,decision,member_id,note,decided_by\n", encoding="utf-8")
+    ws = open_workspace(root)
+    ws.connect().close()
+    return ws
