@@ -1,0 +1,377 @@
+"""The command line: parse, call the library, print (spec section 8).
+
+Errors a user can cause are TwopayError subclasses carrying their exit code;
+they are printed as one sentence (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from twopay import __version__
+from twopay.errors import TwopayError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _workspace_option(f: F) -> F:
+    return click.option(
+        "--workspace",
+        "-w",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="TWOPAY_WORKSPACE",
+        default=None,
+        help="Workspace folder (default: $TWOPAY_WORKSPACE or the current folder).",
+    )(f)
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+def _lang_option(f: F) -> F:
+    return click.option(
+        "--lang", type=click.Choice(["zh", "en"]), default=None, help="Language of human text."
+    )(f)
+
+
+def handled(f: F) -> F:
+    """Turn TwopayError into one sentence and its exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return f(*args, **kwargs)
+        except TwopayError as exc:
+            if debug:
+                raise
+            err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was committed.")
+            sys.exit(1)
+        except Exception as exc:  # an internal error: still one sentence
+            if debug:
+                raise
+            err.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)",
+                markup=True,
+            )
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="twopay")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(debug: bool) -> None:
+    """twopay: second-reimbursement (二次报销) batches for union medical mutual aid."""
+
+
+# -- init ---------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@_json_option
+@handled
+def init(directory: Path, as_json: bool) -> None:
+    """Create a workspace with the shipped default rules."""
+    from twopay.ledger.workspace import init_workspace
+
+    ws = init_workspace(directory)
+    if as_json:
+        emit_json(
+            {
+                "workspace": str(ws.root),
+                "rules": sorted(p.name for p in ws.rules_dir.glob("*.toml")),
+            }
+        )
+    else:
+        console.print(f"created workspace {ws.root}")
+
+
+# -- run ----------------------------------------------------------------------
+
+
+def _progress(as_json: bool) -> Callable[[str], None] | None:
+    if as_json or not err.is_terminal:
+        return None
+    return lambda msg: err.print(f"[dim]… {msg}[/]", markup=True)
+
+
+def print_summary(summary: dict[str, Any], title: str) -> None:
+    bal = summary.get("balance", {})
+    table = Table(title=title, show_header=True)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for key in ("rows_in", "quarantined", "rejected", "held", "adjudicated"):
+        table.add_row(key, str(bal.get(key, 0)))
+    console.print(table)
+    lines = summary.get("lines", {})
+    pay = summary.get("payments", {})
+    money = Table(show_header=True)
+    money.add_column("figure")
+    money.add_column("value", justify="right")
+    money.add_row("payout lines", str(lines.get("count", 0)))
+    money.add_row("paid lines", str(lines.get("paid", 0)))
+    money.add_row("zero lines", str(lines.get("zero", 0)))
+    money.add_row("clawback lines", str(lines.get("clawback", 0)))
+    money.add_row("payout total (yuan)", str(lines.get("payout_total", "0.00")))
+    money.add_row("payments", f"{pay.get('count', 0)} / {pay.get('amount', '0.00')} yuan")
+    money.add_row("pending review", str(summary.get("review_pending", 0)))
+    money.add_row("books balance", "yes" if bal.get("balanced") else "NO")
+    console.print(money)
+
+
+@main.command()
+@click.option("--period", required=True, help="The batch period, YYYY-MM.")
+@click.option(
+    "--settlements",
+    "settlements",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settlement export (repeat for several files).",
+)
+@click.option("--roster", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--units", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--enrollments", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--encoding", help="Force the encoding of CSV inputs (e.g. gb18030, utf-8).")
+@click.option("--replace", is_flag=True, help="Redo the latest batch with other inputs.")
+@click.option("--max-quarantine-rate", type=click.FloatRange(0, 1), default=None)
+@click.option("--unmask", is_flag=True, help="Do not mask ID numbers and accounts in reports.")
+@_lang_option
+@_workspace_option
+@_json_option
+@handled
+def run(
+    period: str,
+    settlements: tuple[Path, ...],
+    roster: Path,
+    units: Path | None,
+    enrollments: Path | None,
+    out: Path | None,
+    encoding: str | None,
+    replace: bool,
+    max_quarantine_rate: float | None,
+    unmask: bool,
+    lang: str | None,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """Run one batch for one period."""
+    from twopay.ledger.workspace import open_workspace
+    from twopay.pipeline.batch import RunOptions, run_batch
+
+    ws = open_workspace(workspace)
+    result = run_batch(
+        ws,
+        RunOptions(
+            period=period,
+            settlements=list(settlements),
+            roster=roster,
+            units=units,
+            enrollments=enrollments,
+            out=out,
+            encoding=encoding,
+            replace=replace,
+            max_quarantine_rate=max_quarantine_rate,
+            lang=lang,
+            unmask=unmask,
+        ),
+        progress=_progress(as_json),
+    )
+    _report_run(result, as_json)
+
+
+def _report_run(result: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json({"noop": result.noop, "reports": str(result.reports), "summary": result.summary})
+        return
+    title = f"batch {result.period}" + (" (already committed: no change)" if result.noop else "")
+    print_summary(result.summary, title)
+    console.print(f"reports: {result.reports}")
+
+
+# -- demo ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Keep the workspace here."
+)
+@_json_option
+@handled
+def demo(out: Path | None, as_json: bool) -> None:
+    """Run the shipped sample data (two months) end to end."""
+    from twopay.demo import run_demo
+
+    root = out or Path(tempfile.mkdtemp(prefix="twopay-demo-"))
+    results = run_demo(root, progress=_progress(as_json))
+    if as_json:
+        emit_json({"workspace": str(root), "batches": [r.summary for r in results]})
+        return
+    for r in results:
+        print_summary(r.summary, f"demo batch {r.period}")
+    console.print(f"workspace: {root}  (try: twopay why <settlement_id> -w {root})")
+
+
+# -- sample -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--members", type=click.IntRange(1), required=True)
+@click.option("--settlements", type=click.IntRange(0), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--seed", type=int, default=1)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv")
+@click.option("--months", type=click.IntRange(1, 12), default=1)
+@click.option("--year", type=int, default=2024)
+@_json_option
+@handled
+def sample(
+    members: int,
+    settlements: int,
+    out: Path,
+    seed: int,
+    fmt: str,
+    months: int,
+    year: int,
+    as_json: bool,
+) -> None:
+    """Generate large realistic inputs (deterministic by seed)."""
+    from twopay.sample import generate
+
+    paths = generate(
+        out, members=members, settlements=settlements, seed=seed, fmt=fmt, months=months, year=year
+    )
+    if as_json:
+        emit_json({k: str(v) for k, v in paths.items()})
+    else:
+        for k, v in paths.items():
+            console.print(f"{k}: {v}")
+
+
+# -- rules --------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Validate and inspect rule files."""
+
+
+@rules.command("check")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@_workspace_option
+@_json_option
+@handled
+def rules_check(directory: Path | None, workspace: Path | None, as_json: bool) -> None:
+    """Validate rule files; show the version in force over time."""
+    from twopay.ledger.workspace import open_workspace
+    from twopay.rules.loader import load_rules
+
+    folder = directory or open_workspace(workspace).rules_dir
+    rs = load_rules(folder)
+    rows = [
+        {
+            "scheme": v.rule.scheme,
+            "version": v.rule.version,
+            "from": str(v.rule.effective_from),
+            "to": str(v.rule.effective_to) if v.rule.effective_to else "open",
+            "enrollment": v.rule.enrollment,
+            "visit_types": ",".join(t for t in ("outpatient", "inpatient") if v.rule.visit(t)),
+            "file": v.path.name,
+        }
+        for v in rs.versions
+    ]
+    if as_json:
+        emit_json({"ok": True, "versions": rows})
+        return
+    table = Table(title=f"rules in {folder}: valid")
+    for col in ("scheme", "version", "from", "to", "enrollment", "visit_types", "file"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r.values())
+    console.print(table)
+
+
+@rules.command("schema")
+@handled
+def rules_schema() -> None:
+    """Print the JSON Schema of a rule file (for editors)."""
+    from twopay.rules.loader import json_schema
+
+    emit_json(json_schema())
+
+
+@rules.command("sql")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@_workspace_option
+@handled
+def rules_sql(directory: Path | None, workspace: Path | None) -> None:
+    """Print the SQL the rules compile to."""
+    from twopay.ledger.workspace import open_workspace
+    from twopay.rules.compile import all_sql
+    from twopay.rules.loader import load_rules
+
+    folder = directory or open_workspace(workspace).rules_dir
+    for name, sql in all_sql(load_rules(folder)):
+        click.echo(f"-- {name}\n{sql.strip()};\n")
+
+
+# -- query --------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@_workspace_option
+@_json_option
+@handled
+def query(sql: str, fmt: str, workspace: Path | None, as_json: bool) -> None:
+    """Read-only SQL over the ledger (views: v_lines, v_rejections, v_payments, v_members)."""
+    from twopay.ledger.query import run_query
+
+    cols, rows = run_query(workspace, sql)
+    if as_json or fmt == "json":
+        emit_json([dict(zip(cols, r, strict=True)) for r in rows])
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    else:
+        table = Table()
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*["" if v is None else str(v) for v in r])
+        console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,31 @@
+"""`twopay query`: read-only SQL over the ledger (spec 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from twopay.errors import UsageError
+from twopay.ledger.workspace import open_workspace
+
+
+def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    """Run ``sql`` on a read-only connection: a write fails with a clear error."""
+    ws = open_workspace(workspace)
+    con = ws.connect(read_only=True)
+    try:
+        try:
+            cur = con.execute(sql)
+            cols = [d[0] for d in cur.description or []]
+            rows = cur.fetchall()
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            if "read-only" in first.lower() or "read only" in first.lower():
+                raise UsageError(
+                    "the ledger is read-only in `twopay query`; it cannot be changed."
+                ) from None
+            raise UsageError(f"query failed: {first}") from None
+        return cols, rows
+    finally:
+        con.close()

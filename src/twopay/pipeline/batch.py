@@ -1,0 +1,882 @@
+"""One batch for one period (spec sections 5 and 6):
+load -> validate -> duplicates -> reversal link -> identity -> eligibility ->
+rules -> payments -> commit -> reports.
+
+Every stage is SQL over temp tables on the ledger's connection; the batch is
+committed in one transaction, and reports are rendered from the ledger after
+the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+
+from twopay import __version__
+from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, UsageError
+from twopay.identity.match import match_identities, prepare_roster
+from twopay.io.readers import LoadedFile, file_sha256, load_input
+from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
+from twopay.ledger.workspace import Workspace
+from twopay.pipeline import eligibility, validate
+from twopay.reports.render import render_batch_reports
+from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate
+from twopay.rules.loader import RuleSet, load_rules
+
+PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    period: str
+    settlements: Sequence[Path]
+    roster: Path
+    units: Path | None = None
+    enrollments: Path | None = None
+    out: Path | None = None
+    encoding: str | None = None
+    replace: bool = False
+    max_quarantine_rate: float | None = None
+    lang: str | None = None
+    unmask: bool = False
+    today: date = field(default_factory=date.today)
+
+
+@dataclass
+class RunResult:
+    batch_id: int
+    period: str
+    summary: dict[str, object]
+    reports: Path
+    noop: bool = False
+
+
+def _q(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    return con.execute(sql, list(params)).fetchall()
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> object:
+    return _q(con, sql, params)[0][0]
+
+
+def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None) -> RunResult:
+    say = progress or (lambda _msg: None)
+    if not PERIOD_RE.match(opts.period):
+        raise UsageError(f"--period {opts.period!r}: expected YYYY-MM, e.g. 2024-03.")
+    if not opts.settlements:
+        raise UsageError("--settlements: give at least one settlement file.")
+    lang = opts.lang or ws.settings.lang
+    rules = load_rules(ws.rules_dir)
+    max_q = (
+        opts.max_quarantine_rate
+        if opts.max_quarantine_rate is not None
+        else ws.settings.run.max_quarantine_rate
+    )
+    inputs = _input_manifest(ws, opts)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {"inputs": [(i["role"], i["sha256"]) for i in inputs], "rules": rules.fingerprint()},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    out_dir = opts.out or ws.reports_dir(opts.period)
+
+    with ws.lock(f"run --period {opts.period}"):
+        con = ws.connect()
+        try:
+            existing = _q(
+                con,
+                "SELECT batch_id, fingerprint FROM batches WHERE period = ?",
+                [opts.period],
+            )
+            latest = _scalar(con, "SELECT max(batch_id) FROM batches")
+            replacing: int | None = None
+            if existing:
+                batch_id, old_fp = existing[0]
+                if old_fp == fingerprint:
+                    say("same inputs as the committed batch: rewriting its reports")
+                    summary = render_batch_reports(
+                        con, batch_id, out_dir, lang=lang, unmask=opts.unmask
+                    )
+                    return RunResult(batch_id, opts.period, summary, out_dir, noop=True)
+                if not opts.replace:
+                    raise BatchConflict(
+                        f"period {opts.period} is already committed (batch {batch_id}) with other "
+                        "inputs; pass --replace to redo it (only the latest batch can be replaced)."
+                    )
+                if batch_id != latest:
+                    raise BatchConflict(
+                        f"period {opts.period} (batch {batch_id}) is not the latest batch "
+                        f"(batch {latest}); only the latest batch can be replaced."
+                    )
+                replacing = batch_id
+            batch_id = replacing if replacing is not None else int(latest or 0) + 1
+            started = datetime.now().replace(microsecond=0)
+            stage = _Batch(con, ws, opts, rules, batch_id, replacing, lang, say)
+            summary = stage.run(inputs, started, max_q, out_dir)
+            finished = datetime.now().replace(microsecond=0)
+            summary["started_at"] = started.isoformat()
+            summary["finished_at"] = finished.isoformat()
+            stage.commit(fingerprint, inputs, started, finished, summary)
+            say("writing reports")
+            summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
+            return RunResult(batch_id, opts.period, summary, out_dir)
+        finally:
+            con.close()
+
+
+def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
+    files: list[tuple[str, Path]] = [("settlements", p) for p in opts.settlements]
+    files.append(("roster", opts.roster))
+    if opts.units:
+        files.append(("units", opts.units))
+    if opts.enrollments:
+        files.append(("enrollments", opts.enrollments))
+    if ws.overrides_path.exists():
+        files.append(("overrides", ws.overrides_path))
+    out = []
+    for role, path in files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file (--{role}).")
+        out.append({"role": role, "file": path.name, "sha256": file_sha256(path)})
+    return out
+
+
+class _Batch:
+    """The stages of one batch over one connection."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        ws: Workspace,
+        opts: RunOptions,
+        rules: RuleSet,
+        batch_id: int,
+        replacing: int | None,
+        lang: str,
+        say: Progress,
+    ) -> None:
+        self.con = con
+        self.ws = ws
+        self.opts = opts
+        self.rules = rules
+        self.batch_id = batch_id
+        self.replacing = replacing
+        self.lang = lang
+        self.say = say
+        # Earlier batches only: a replaced batch's rows do not count.
+        self.prior = "batch_id < ?" if replacing is not None else "batch_id <= ?"
+        self.prior_arg = batch_id if replacing is not None else batch_id - 1
+
+    # -- loading ---------------------------------------------------------
+
+    def _load(self, path: Path, kind: FileKind, table: str, workdir: Path) -> LoadedFile:
+        return load_input(
+            self.con,
+            path,
+            kind,
+            table,
+            workdir=workdir,
+            encoding=self.opts.encoding,
+            aliases=self.ws.settings.aliases,
+        )
+
+    def load(self, workdir: Path) -> None:
+        con = self.con
+        validate.install_macros(con)
+        self.say("reading settlements")
+        parts = []
+        for i, path in enumerate(self.opts.settlements):
+            loaded = self._load(path, SETTLEMENTS, f"in_settle_{i}", workdir)
+            parts.append(f"SELECT {i} AS file_no, * FROM {loaded.table}")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE s_in AS SELECT row_number() OVER "
+            "(ORDER BY file_no, line_number) AS row_key, * EXCLUDE (file_no) FROM ("
+            + " UNION ALL ".join(parts)
+            + ")"
+        )
+        for i in range(len(parts)):
+            con.execute(f"DROP TABLE in_settle_{i}")
+        con.execute(validate.typed_settlements_sql("s_in", "s_typed", SETTLEMENTS))
+        con.execute("DROP TABLE s_in")
+
+        self.say("reading the roster")
+        self._load(self.opts.roster, ROSTER, "r_in0", workdir)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE r_in AS SELECT row_number() OVER "
+            "(ORDER BY line_number) AS row_key, * FROM r_in0"
+        )
+        con.execute(validate.typed_roster_sql("r_in", "r_typed", ROSTER))
+        for kind, path, table in (
+            (UNITS, self.opts.units, "units"),
+            (ENROLLMENTS, self.opts.enrollments, "enrollments"),
+        ):
+            if path is None:
+                continue
+            self._load(path, kind, f"{table}_in0", workdir)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table}_in AS SELECT row_number() OVER "
+                f"(ORDER BY line_number) AS row_key, * FROM {table}_in0"
+            )
+            con.execute(validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind))
+        if self.ws.overrides_path.exists():
+            self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE ovr_in AS SELECT row_number() OVER "
+                "(ORDER BY line_number) AS row_key, * FROM ovr_in0"
+            )
+            con.execute(validate.typed_simple_sql("ovr_in", "ovr_typed", OVERRIDES))
+            bad = _q(
+                con, "SELECT line_number, q_detail FROM ovr_typed WHERE q_code IS NOT NULL LIMIT 1"
+            )
+            if bad:
+                raise UsageError(
+                    f"{self.ws.overrides_path}: line {bad[0][0]}: {bad[0][1]}; fix the override."
+                )
+        else:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE ovr_typed (line_number BIGINT, settlement_id VARCHAR,"
+                " decision VARCHAR, member_id VARCHAR, note VARCHAR, decided_by VARCHAR)"
+            )
+
+    # -- quarantine ------------------------------------------------------
+
+    def quarantine(self, max_rate: float, out_dir: Path) -> None:
+        con = self.con
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE q_rows AS
+            SELECT 'settlements' AS file_kind, source_file, line_number, q_code AS error_code,
+                   q_detail AS detail, raw, row_key
+            FROM s_typed WHERE q_code IS NOT NULL
+            UNION ALL
+            SELECT 'roster', source_file, line_number, q_code, q_detail, raw, NULL
+            FROM r_typed WHERE q_code IS NOT NULL
+            """
+        )
+        for table in ("units", "enrollments"):
+            if _table_exists(con, f"{table}_typed"):
+                con.execute(
+                    f"INSERT INTO q_rows SELECT '{table}', source_file, line_number, q_code, "
+                    f"q_detail, raw, NULL FROM {table}_typed WHERE q_code IS NOT NULL"
+                )
+        total = int(_scalar(con, "SELECT count(*) FROM s_typed"))  # type: ignore[arg-type]
+        bad = int(_scalar(con, "SELECT count(*) FROM s_typed WHERE q_code IS NOT NULL"))  # type: ignore[arg-type]
+        if total and bad / total > max_rate:
+            from twopay.reports.render import write_quarantine_only
+
+            write_quarantine_only(con, out_dir, unmask=self.opts.unmask)
+            raise DataQualityError(
+                f"{bad} of {total} settlement rows ({bad / total:.1%}) could not be read, above "
+                f"--max-quarantine-rate {max_rate:.1%}; nothing was committed; see "
+                f"{out_dir / 'quarantine.csv'}."
+            )
+
+    # -- duplicates and reversals (spec 5, 4.1) --------------------------
+
+    def link(self) -> None:
+        con = self.con
+        # Earlier decisions on a settlement_id (any outcome but quarantine).
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE prior_seen AS
+            SELECT o.settlement_id, min(o.row_batch_id) AS first_batch,
+                   arg_min(o.outcome, o.batch_id) AS first_outcome
+            FROM outcomes o
+            WHERE o.{self.prior} AND NOT o.carried AND o.outcome <> 'quarantined'
+            GROUP BY o.settlement_id
+            """,
+            [self.prior_arg],
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE s_ok AS
+            SELECT s.*,
+                count(*) OVER (PARTITION BY settlement_id) AS copies,
+                count(DISTINCT content_hash) OVER (PARTITION BY settlement_id) AS versions,
+                row_number() OVER (PARTITION BY settlement_id ORDER BY row_key) AS copy_no,
+                first_value(line_number) OVER (
+                    PARTITION BY settlement_id ORDER BY row_key) AS first_line
+            FROM s_typed s WHERE q_code IS NULL
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE decided AS
+            SELECT s.row_key, s.settlement_id, 'rejected' AS outcome,
+                CASE WHEN p.settlement_id IS NOT NULL THEN 'duplicate_settlement'
+                     WHEN s.versions > 1 THEN 'conflicting_duplicate'
+                     ELSE 'duplicate_settlement' END AS code,
+                CASE WHEN p.settlement_id IS NOT NULL
+                        THEN 'already processed in batch ' || p.first_batch::VARCHAR
+                             || ' (' || p.first_outcome || ')'
+                     WHEN s.versions > 1
+                        THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
+                     ELSE 'identical copy of line ' || s.first_line::VARCHAR END AS detail
+            FROM s_ok s LEFT JOIN prior_seen p USING (settlement_id)
+            WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.copy_no > 1
+            """
+        )
+        # Reversal link: rows with `reverses`, not already decided.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE rev AS
+            SELECT s.row_key, s.settlement_id, s.reverses, s.service_date,
+                -- an original decided in an earlier batch wins over a copy in this one
+                CASE WHEN p.settlement_id IS NULL THEN
+                    (SELECT min(t.row_key) FROM s_typed t
+                      WHERE t.settlement_id = s.reverses AND t.q_code IS NULL)
+                END AS same_batch_row,
+                EXISTS (SELECT 1 FROM s_typed t
+                  WHERE t.settlement_id = s.reverses AND t.q_code IS NOT NULL) AS orig_quarantined,
+                p.first_outcome AS prior_outcome, p.first_batch AS prior_batch,
+                (SELECT count(*) FROM lines l
+                  WHERE l.{self.prior} AND l.settlement_id = s.reverses
+                    AND l.kind = 'clawback') AS prior_clawbacks
+            FROM s_ok s
+            LEFT JOIN prior_seen p ON p.settlement_id = s.reverses
+            WHERE s.reverses IS NOT NULL
+              AND s.row_key NOT IN (SELECT row_key FROM decided)
+            """,
+            [self.prior_arg],
+        )
+        con.execute(
+            """
+            INSERT INTO decided
+            SELECT row_key, settlement_id, 'rejected',
+                CASE WHEN same_batch_row IS NOT NULL THEN 'reversed'
+                     WHEN prior_outcome IS NULL THEN 'reversal_unmatched'
+                     WHEN prior_outcome <> 'adjudicated' OR prior_clawbacks > 0 THEN 'reversed'
+                END,
+                CASE WHEN same_batch_row IS NOT NULL
+                        THEN 'reverses ' || reverses || ' in the same batch; neither is paid'
+                     WHEN prior_outcome IS NULL AND orig_quarantined
+                        THEN 'the original ' || reverses || ' could not be read (quarantined)'
+                     WHEN prior_outcome IS NULL
+                        THEN 'no settlement ' || reverses || ' in this or an earlier batch'
+                     WHEN prior_clawbacks > 0
+                        THEN 'settlement ' || reverses || ' was already reversed'
+                     WHEN prior_outcome <> 'adjudicated'
+                        THEN 'the original ' || reverses || ' was ' || prior_outcome
+                             || ' in batch ' || prior_batch::VARCHAR || '; nothing to claw back'
+                END
+            FROM rev
+            WHERE same_batch_row IS NOT NULL OR prior_outcome IS NULL
+               OR prior_outcome <> 'adjudicated' OR prior_clawbacks > 0
+            """
+        )
+        # An original reversed within the batch is rejected too (unless already decided).
+        con.execute(
+            """
+            INSERT INTO decided
+            SELECT t.row_key, t.settlement_id, 'rejected', 'reversed',
+                   'reversed by ' || r.settlement_id || ' in the same batch'
+            FROM rev r JOIN s_ok t ON t.row_key = r.same_batch_row
+            WHERE t.row_key NOT IN (SELECT row_key FROM decided)
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE clawback_rows AS
+            SELECT r.row_key, r.settlement_id, r.reverses, r.service_date
+            FROM rev r WHERE r.row_key NOT IN (SELECT row_key FROM decided)
+            """
+        )
+        # Held originals of earlier batches withdrawn from review by their reversal.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE withdrawn AS
+            SELECT h.row_batch_id, h.row_key, h.settlement_id, r.settlement_id AS by_settlement
+            FROM rev r
+            JOIN pending_reviews h ON h.settlement_id = r.reverses
+            WHERE r.prior_outcome = 'held'
+            """
+        )
+
+    def pending(self) -> None:
+        """Held rows of earlier batches still waiting for a decision."""
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE pending_reviews AS
+            SELECT o.*
+            FROM outcomes o
+            WHERE o.{self.prior} AND o.outcome = 'held'
+              AND NOT EXISTS (
+                SELECT 1 FROM outcomes d
+                WHERE d.{self.prior} AND d.carried
+                  AND d.row_batch_id = o.row_batch_id AND d.row_key = o.row_key)
+            """,
+            [self.prior_arg, self.prior_arg],
+        )
+
+    # -- identity (spec 3) -----------------------------------------------
+
+    def identity(self) -> None:
+        con = self.con
+        self.say("matching identities")
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE roster AS
+            SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
+                   category, valid_from, valid_to, bank_account,
+                   NULL::VARCHAR AS person_key, NULL::VARCHAR AS name_norm
+            FROM r_typed WHERE q_code IS NULL
+            """
+        )
+        prepare_roster(con, self.opts.today)
+        eligibility.check_roster_overlaps(con, self.opts.roster)
+        # Rows to identify: this batch's undecided non-reversal rows, and held
+        # rows of earlier batches that an override now decides.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE work AS
+            SELECT {self.batch_id} AS row_batch_id, s.row_key, s.settlement_id, s.id_number,
+                   s.name, s.visit_type, s.service_date, s.admission_date, s.total_cost,
+                   s.self_pay_1, s.self_pay_2, s.out_of_pocket, false AS carried
+            FROM s_ok s
+            WHERE s.reverses IS NULL AND s.row_key NOT IN (SELECT row_key FROM decided)
+            UNION ALL
+            SELECT h.row_batch_id, h.row_key, h.settlement_id, st.id_number, st.name,
+                   st.visit_type, st.service_date, st.admission_date, st.total_cost,
+                   st.self_pay_1, st.self_pay_2, st.out_of_pocket, true
+            FROM pending_reviews h
+            JOIN settlements st ON st.batch_id = h.row_batch_id AND st.row_key = h.row_key
+            WHERE h.settlement_id IN (SELECT settlement_id FROM ovr_typed)
+              AND NOT EXISTS (SELECT 1 FROM withdrawn w
+                              WHERE w.row_batch_id = h.row_batch_id AND w.row_key = h.row_key)
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE id_input AS
+            SELECT row_number() OVER (ORDER BY carried, row_batch_id, row_key) AS row_key,
+                   id_number AS id_raw, name, service_date,
+                   row_batch_id AS w_batch, row_key AS w_row
+            FROM work
+            """
+        )
+        match_identities(con, self.opts.today)
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE identified AS
+            SELECT w.*, r.id_norm, r.id_problem, r.outcome AS id_outcome, r.match,
+                   r.person_key, r.record_key, r.candidate_member_id, r.detail AS id_detail,
+                   r.evidence
+            FROM work w
+            JOIN id_input i ON i.w_batch = w.row_batch_id AND i.w_row = w.row_key
+            JOIN id_result r ON r.row_key = i.row_key
+            """
+        )
+        # Overrides (spec 3 rule 5) win over the identity rules.
+        unknown = _q(
+            con,
+            """
+            SELECT o.line_number, o.member_id FROM ovr_typed o
+            WHERE o.decision = 'accept'
+              AND o.settlement_id IN (SELECT settlement_id FROM identified)
+              AND (o.member_id IS NULL OR o.member_id NOT IN (SELECT member_id FROM roster))
+            LIMIT 1
+            """,
+        )
+        if unknown:
+            raise UsageError(
+                f"{self.ws.overrides_path}: line {unknown[0][0]}: accept names member_id "
+                f"{unknown[0][1]!r}, which is not in the roster."
+            )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE identified2 AS
+            WITH ovr AS (
+                SELECT * FROM ovr_typed
+                QUALIFY row_number() OVER (PARTITION BY settlement_id ORDER BY line_number DESC) = 1
+            ),
+            member_rec AS (
+                SELECT i.row_batch_id, i.row_key, r.record_key, r.person_key,
+                       row_number() OVER (
+                           PARTITION BY i.row_batch_id, i.row_key
+                           ORDER BY (r.valid_from <= i.service_date
+                                     AND (r.valid_to IS NULL OR i.service_date <= r.valid_to)) DESC,
+                                    r.valid_from DESC) AS pick
+                FROM identified i
+                JOIN ovr o ON o.settlement_id = i.settlement_id AND o.decision = 'accept'
+                JOIN roster r ON r.member_id = o.member_id
+            )
+            SELECT i.* EXCLUDE (id_outcome, match, person_key, record_key, id_detail),
+                CASE WHEN o.decision = 'accept' THEN 'override'
+                     WHEN o.decision = 'reject' THEN
+                        CASE WHEN i.id_outcome IN ('probable_name_typo', 'name_mismatch',
+                                                   'exact', 'homophone')
+                             THEN 'name_mismatch'
+                             WHEN i.id_problem IS NOT NULL THEN 'invalid_id_number'
+                             ELSE 'not_a_member' END
+                     ELSE i.id_outcome END AS id_outcome,
+                CASE WHEN o.decision = 'accept' THEN 'override' ELSE i.match END AS match,
+                CASE WHEN o.decision = 'accept' THEN m.person_key ELSE i.person_key END
+                    AS person_key,
+                CASE WHEN o.decision = 'accept' THEN m.record_key ELSE i.record_key END
+                    AS record_key,
+                CASE WHEN o.decision IS NOT NULL
+                    THEN 'review decision ' || o.decision
+                         || coalesce(' by ' || o.decided_by, '')
+                         || coalesce(': ' || o.note, '') || ' (was: ' || i.id_detail || ')'
+                    ELSE i.id_detail END AS id_detail,
+                o.decision AS override_decision
+            FROM identified i
+            LEFT JOIN ovr o ON o.settlement_id = i.settlement_id
+            LEFT JOIN member_rec m
+                ON m.row_batch_id = i.row_batch_id AND m.row_key = i.row_key AND m.pick = 1
+            """
+        )
+
+    # -- the whole run -----------------------------------------------------
+
+    def run(
+        self, inputs: list[dict[str, str]], started: datetime, max_q: float, out_dir: Path
+    ) -> dict[str, object]:
+        con = self.con
+        self.ws.temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.ws.temp_dir) as tmp:
+            self.load(Path(tmp))
+        self.quarantine(max_q, out_dir)
+        self.pending()
+        self.link()
+        self.identity()
+        self.say("checking eligibility")
+        eligibility.check(
+            con,
+            self.rules,
+            has_units=self.opts.units is not None,
+            has_enrollments=self.opts.enrollments is not None,
+        )
+        self.say("applying rules")
+        self.adjudicate()
+        self.payments()
+        return self.summarise(inputs)
+
+    # -- rules (spec 4) ----------------------------------------------------
+
+    def adjudicate(self) -> None:
+        con = self.con
+        con.execute("DROP TABLE IF EXISTS adj_lines")
+        con.execute("DROP TABLE IF EXISTS adj_opening")
+        con.execute(LINES_DDL)
+        con.execute(OPENING_DDL)
+        base_key = int(_scalar(con, "SELECT coalesce(max(line_key), 0) FROM lines"))  # type: ignore[arg-type]
+        # Normal lines: one per (row, passing scheme).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE new_lines AS
+            SELECT e.row_batch_id, e.row_key, e.settlement_id, e.scheme, 'normal' AS kind,
+                   NULL::BIGINT AS reverses_line, e.person_key, e.member_id, e.unit_code,
+                   year(e.service_date) AS plan_year, e.visit_type, e.service_date,
+                   e.admission_date, e.total_cost, e.self_pay_1, e.self_pay_2, e.out_of_pocket,
+                   e.match, NULL::VARCHAR AS orig_rule_version,
+                   NULL::DECIMAL(18,2) AS orig_base_amount, NULL::DECIMAL(18,2) AS orig_ratio_part,
+                   NULL::DECIMAL(18,2) AS orig_allowance, NULL::INTEGER AS orig_allowance_days
+            FROM eligible_lines e
+            """
+        )
+        # Clawback lines: one per line of the original not yet clawed back.
+        con.execute(
+            f"""
+            INSERT INTO new_lines
+            SELECT {self.batch_id}, c.row_key, c.settlement_id, l.scheme, 'clawback',
+                   l.line_key, l.person_key, l.member_id, l.unit_code, l.plan_year,
+                   l.visit_type, c.service_date, NULL, NULL, NULL, NULL, NULL, l.match,
+                   l.rule_version, l.base_amount, l.ratio_part, l.allowance, l.allowance_days
+            FROM clawback_rows c
+            JOIN lines l ON l.settlement_id = c.reverses AND l.kind = 'normal'
+                        AND l.{self.prior}
+            """,
+            [self.prior_arg],
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE new_lines_k AS
+            SELECT {base_key} + row_number() OVER (
+                       ORDER BY person_key, scheme, plan_year, service_date, settlement_id,
+                                kind, reverses_line) AS line_key, *
+            FROM new_lines
+            """
+        )
+        con.execute(
+            """
+            INSERT INTO adj_lines
+            SELECT line_key, person_key, scheme, plan_year, visit_type, service_date,
+                   settlement_id, admission_date, total_cost, self_pay_1, self_pay_2,
+                   out_of_pocket, kind, orig_rule_version, orig_base_amount, orig_ratio_part,
+                   orig_allowance, orig_allowance_days
+            FROM new_lines_k
+            """
+        )
+        # Accumulators from the lines of earlier batches (derived, never stored twice).
+        con.execute(
+            f"""
+            INSERT INTO adj_opening
+            SELECT l.person_key, l.scheme, l.plan_year,
+                sum(CASE WHEN l.visit_type = 'outpatient' THEN l.base_amount ELSE 0 END),
+                sum(CASE WHEN l.visit_type = 'inpatient' THEN l.base_amount ELSE 0 END),
+                sum(CASE WHEN l.visit_type = 'outpatient' THEN l.ratio_part ELSE 0 END),
+                sum(CASE WHEN l.visit_type = 'inpatient' THEN l.ratio_part ELSE 0 END),
+                sum(l.ratio_part + l.allowance), sum(l.allowance_days)
+            FROM lines l
+            WHERE l.{self.prior}
+              AND (l.person_key, l.scheme, l.plan_year) IN (
+                  SELECT (person_key, scheme, plan_year) FROM new_lines_k)
+            GROUP BY ALL
+            """,
+            [self.prior_arg],
+        )
+        adjudicate(con, self.rules)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_lines AS
+            SELECT {self.batch_id} AS batch_id, n.line_key, n.row_batch_id, n.row_key,
+                n.settlement_id, n.scheme, r.rule_version, n.kind, n.reverses_line,
+                n.person_key, n.member_id, n.unit_code, n.plan_year, n.visit_type,
+                n.service_date, n.match, r.base_amount, r.deductible_applied, r.computed,
+                r.ratio_part, r.allowance, r.allowance_days, r.payout, r.status, r.note,
+                r.base_ytd_before, r.base_ytd_after, r.paid_type_before, r.paid_type_after,
+                r.paid_total_before, r.paid_total_after, r.days_before, r.days_after
+            FROM new_lines_k n JOIN adj_result r USING (line_key)
+            """
+        )
+
+    # -- payments (spec 7) -------------------------------------------------
+
+    def payments(self) -> None:
+        con = self.con
+        period = self.opts.period
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE member_net AS
+            WITH net AS (
+                SELECT member_id, any_value(person_key) AS person_key, sum(payout) AS gross,
+                       count(*) AS n_lines,
+                       string_agg(DISTINCT settlement_id, ';' ORDER BY settlement_id)
+                           AS settlement_ids
+                FROM batch_lines GROUP BY member_id
+            ),
+            owed AS (
+                SELECT person_key, sum(amount) AS outstanding
+                FROM recoveries WHERE {self.prior} GROUP BY person_key
+            ),
+            card AS (
+                SELECT member_id, name, card_no, unit_code, bank_account
+                FROM roster
+                QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
+            ),
+            ranked AS (
+                SELECT n.*, coalesce(o.outstanding, 0) AS outstanding,
+                    -- a person with several member_ids: offset against them in order
+                    coalesce(sum(greatest(n.gross, 0)) OVER (
+                        PARTITION BY n.person_key ORDER BY n.member_id
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+                FROM net n LEFT JOIN owed o USING (person_key)
+            )
+            SELECT r.*, c.name, c.card_no, c.unit_code, c.bank_account,
+                CASE WHEN r.gross > 0
+                    THEN least(r.gross, greatest(r.outstanding - r.before, 0)) ELSE 0 END
+                    AS offset_amount
+            FROM ranked r LEFT JOIN card c USING (member_id)
+            """,
+            [self.prior_arg],
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_payments AS
+            SELECT {self.batch_id} AS batch_id, ? || '-' || member_id AS payment_id, member_id,
+                   person_key, name, card_no, unit_code, bank_account,
+                   CAST(gross - offset_amount AS DECIMAL(18,2)) AS amount,
+                   CAST(n_lines AS INTEGER) AS lines, gross, offset_amount,
+                   NULL::VARCHAR AS retry_of
+            FROM member_net WHERE gross - offset_amount > 0
+            """,
+            [period],
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_recoveries AS
+            SELECT {self.batch_id} AS batch_id, person_key, member_id,
+                   CAST(-gross AS DECIMAL(18,2)) AS amount, settlement_ids, 'owed' AS kind
+            FROM member_net WHERE gross < 0
+            UNION ALL
+            SELECT {self.batch_id}, person_key, member_id, CAST(-offset_amount AS DECIMAL(18,2)),
+                   settlement_ids, 'offset'
+            FROM member_net WHERE offset_amount > 0
+            """
+        )
+
+    # -- outcomes and summary ---------------------------------------------
+
+    def summarise(self, inputs: list[dict[str, str]]) -> dict[str, object]:
+        con = self.con
+        b = self.batch_id
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_outcomes AS
+            SELECT {b} AS batch_id, {b} AS row_batch_id, row_key, settlement_id, false AS carried,
+                   'quarantined' AS outcome, q_code AS code, q_detail AS detail,
+                   NULL::VARCHAR AS person_key, NULL::VARCHAR AS member_id,
+                   NULL::VARCHAR AS unit_code, NULL::VARCHAR AS match,
+                   NULL::VARCHAR AS candidate_member_id, NULL::VARCHAR AS identity,
+                   NULL::VARCHAR AS eligibility
+            FROM s_typed WHERE q_code IS NOT NULL
+            UNION ALL
+            SELECT {b}, {b}, row_key, settlement_id, false, outcome, code, detail,
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
+            FROM decided
+            UNION ALL
+            SELECT {b}, {b}, c.row_key, c.settlement_id, false, 'adjudicated', 'clawback',
+                   'reverses ' || c.reverses, any_value(l.person_key), any_value(l.member_id),
+                   any_value(l.unit_code), any_value(l.match), NULL, NULL, NULL
+            FROM clawback_rows c JOIN batch_lines l ON l.row_batch_id = {b} AND l.row_key = c.row_key
+            GROUP BY ALL
+            UNION ALL
+            SELECT {b}, row_batch_id, row_key, settlement_id, true, 'rejected', 'reversed',
+                   'withdrawn from review: reversed by ' || by_settlement,
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
+            FROM withdrawn
+            UNION ALL
+            SELECT {b}, row_batch_id, row_key, settlement_id, carried, outcome, code, detail,
+                   person_key, member_id, unit_code, match, candidate_member_id, identity,
+                   eligibility
+            FROM decisions
+            """
+        )
+        counts = dict(
+            _q(
+                con,
+                "SELECT outcome, count(*) FROM batch_outcomes WHERE NOT carried GROUP BY outcome",
+            )
+        )
+        rows_in = int(_scalar(con, "SELECT count(*) FROM s_typed"))  # type: ignore[arg-type]
+        placed = sum(int(v) for v in counts.values())
+        per_row = int(
+            _scalar(  # type: ignore[arg-type]
+                con,
+                "SELECT count(*) FROM (SELECT row_key FROM batch_outcomes WHERE NOT carried "
+                "GROUP BY row_key HAVING count(*) > 1)",
+            )
+        )
+        lines_total = _scalar(con, "SELECT coalesce(sum(payout), 0) FROM batch_lines")
+        paid_total = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_payments")
+        recov = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_recoveries")
+        # lines = payments + offsets taken - new debts  (spec 5: books balance)
+        money_balances = lines_total == paid_total - recov  # type: ignore[operator]
+        balanced = placed == rows_in and per_row == 0 and money_balances
+        if not balanced:
+            raise BooksDoNotBalance(
+                f"the books do not balance: {rows_in} rows in, {placed} placed "
+                f"({per_row} rows placed twice); lines {lines_total} vs payments {paid_total} "
+                f"and recoveries {recov}; nothing was committed."
+            )
+        return {
+            "inputs": inputs,
+            "rules": self.rules.manifest(),
+            "bands_edges": list(self.ws.settings.run.bands),
+            "twopay_version": __version__,
+            "balance": {
+                "rows_in": rows_in,
+                "quarantined": int(counts.get("quarantined", 0)),
+                "rejected": int(counts.get("rejected", 0)),
+                "held": int(counts.get("held", 0)),
+                "adjudicated": int(counts.get("adjudicated", 0)),
+                "balanced": balanced,
+                "lines_total": str(lines_total),
+                "payments_total": str(paid_total),
+                "recoveries_net": str(recov),
+            },
+        }
+
+    # -- commit (spec 6) ----------------------------------------------------
+
+    def commit(
+        self,
+        fingerprint: str,
+        inputs: list[dict[str, str]],
+        started: datetime,
+        finished: datetime,
+        summary: dict[str, object],
+    ) -> None:
+        con = self.con
+        b = self.batch_id
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if self.replacing is not None:
+                for table in (
+                    "batches",
+                    "quarantine",
+                    "settlements",
+                    "roster_records",
+                    "outcomes",
+                    "lines",
+                    "payments",
+                    "recoveries",
+                ):
+                    con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [b])
+            con.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    b,
+                    self.opts.period,
+                    fingerprint,
+                    json.dumps(inputs, ensure_ascii=False),
+                    json.dumps(self.rules.manifest(), ensure_ascii=False),
+                    __version__,
+                    started,
+                    finished,
+                    json.dumps(summary, ensure_ascii=False, sort_keys=True),
+                ],
+            )
+            con.execute(
+                f"INSERT INTO quarantine SELECT {b}, file_kind, source_file, line_number, "
+                "error_code, detail, raw FROM q_rows"
+            )
+            con.execute(
+                f"""
+                INSERT INTO settlements
+                SELECT {b}, row_key, source_file, line_number, raw, settlement_id, id_number,
+                       name, visit_type, service_date, admission_date, hospital_code,
+                       total_cost, self_pay_1, self_pay_2, out_of_pocket, reverses, content_hash
+                FROM s_typed
+                """
+            )
+            con.execute(
+                f"""
+                INSERT INTO roster_records
+                SELECT {b}, record_key, member_id, name, id_number, person_key, card_no,
+                       unit_code, unit_name, category, valid_from, valid_to, bank_account
+                FROM roster
+                """
+            )
+            con.execute("INSERT INTO outcomes SELECT * FROM batch_outcomes")
+            con.execute(
+                "INSERT INTO lines SELECT * EXCLUDE (x) FROM (SELECT *, 0 AS x FROM batch_lines)"
+            )
+            con.execute("INSERT INTO payments SELECT * FROM batch_payments")
+            con.execute("INSERT INTO recoveries SELECT * FROM batch_recoveries")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(_scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]))
+
+
+def clean_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,168 @@
+"""Readable or quarantined (spec sections 2 and 5): typed values for every row,
+and the first quarantine code that applies, in the spec's order."""
+
+from __future__ import annotations
+
+import duckdb
+
+from twopay.io.cells import category_sql, date_sql, money_sql, visit_type_sql
+from twopay.io.schemas import FileKind
+
+
+def _required_missing(kind: FileKind) -> str:
+    checks = [f"WHEN {c} IS NULL THEN 'column {c} is empty'" for c in kind.required]
+    return "CASE WHEN parse_error IS NOT NULL THEN parse_error " + " ".join(checks) + " END"
+
+
+def typed_settlements_sql(source: str, target: str, kind: FileKind) -> str:
+    money_cols = ("total_cost", "self_pay_1", "self_pay_2", "out_of_pocket")
+    parsed = ",\n".join(f"{money_sql(c)} AS {c}_v" for c in money_cols)
+    bad_money = " ".join(
+        f"WHEN {c} IS NOT NULL AND {c}_v IS NULL THEN '{c} ' || quote_text({c}) || "
+        "' is not an amount with at most two decimals'"
+        for c in money_cols
+    )
+    amounts = ", ".join(f"coalesce({c}_v, 0)" for c in money_cols)
+    return f"""
+CREATE OR REPLACE TEMP TABLE {target} AS
+WITH parsed AS (
+    SELECT *,
+        {visit_type_sql("visit_type")} AS visit_type_v,
+        {date_sql("service_date")} AS service_date_v,
+        {date_sql("admission_date")} AS admission_date_v,
+        {parsed},
+        {_required_missing(kind)} AS missing
+    FROM {source}
+),
+coded AS (
+    SELECT *,
+        CASE
+            WHEN missing IS NOT NULL THEN 'missing_field'
+            WHEN visit_type_v IS NULL THEN 'bad_visit_type'
+            WHEN service_date_v IS NULL
+                OR (admission_date IS NOT NULL AND admission_date_v IS NULL) THEN 'bad_date'
+            WHEN {" OR ".join(f"({c} IS NOT NULL AND {c}_v IS NULL)" for c in money_cols)}
+                THEN 'bad_amount'
+            WHEN reverses IS NULL AND (least({amounts}) < 0 OR self_pay_1_v > total_cost_v)
+                THEN 'inconsistent_amounts'
+            WHEN reverses IS NOT NULL AND greatest({amounts}) > 0 THEN 'inconsistent_amounts'
+        END AS q_code
+    FROM parsed
+)
+SELECT
+    row_key, source_file, line_number, raw, q_code,
+    CASE q_code
+        WHEN 'missing_field' THEN missing
+        WHEN 'bad_visit_type' THEN 'visit_type ' || quote_text(visit_type)
+            || ' is not outpatient/inpatient (门诊/急诊/门急诊/住院)'
+        WHEN 'bad_date' THEN CASE WHEN service_date_v IS NULL
+            THEN 'service_date ' || quote_text(service_date) || ' is not a date'
+            ELSE 'admission_date ' || quote_text(admission_date) || ' is not a date' END
+        WHEN 'bad_amount' THEN CASE {bad_money} END
+        WHEN 'inconsistent_amounts' THEN CASE WHEN reverses IS NULL
+            THEN 'amounts must be non-negative with self_pay_1 (' || self_pay_1_v::VARCHAR
+                 || ') <= total_cost (' || total_cost_v::VARCHAR || ')'
+            ELSE 'a reversal must have zero or negative amounts' END
+    END AS q_detail,
+    settlement_id, id_number, name, visit_type_v AS visit_type,
+    service_date_v AS service_date, admission_date_v AS admission_date, hospital_code,
+    total_cost_v AS total_cost, self_pay_1_v AS self_pay_1, self_pay_2_v AS self_pay_2,
+    out_of_pocket_v AS out_of_pocket, reverses,
+    hash(settlement_id, id_number, name, visit_type_v, service_date_v, admission_date_v,
+         hospital_code, total_cost_v, self_pay_1_v, self_pay_2_v, out_of_pocket_v,
+         reverses) AS content_hash
+FROM coded
+"""
+
+
+def typed_roster_sql(source: str, target: str, kind: FileKind) -> str:
+    return f"""
+CREATE OR REPLACE TEMP TABLE {target} AS
+WITH parsed AS (
+    SELECT *,
+        {date_sql("valid_from")} AS valid_from_v,
+        {date_sql("valid_to")} AS valid_to_v,
+        coalesce({category_sql("category")}, CASE WHEN category IS NULL THEN 'in_service' END)
+            AS category_v,
+        {_required_missing(kind)} AS missing
+    FROM {source}
+)
+SELECT
+    row_key AS record_key, source_file, line_number, raw,
+    CASE
+        WHEN missing IS NOT NULL THEN 'missing_field'
+        WHEN category_v IS NULL THEN 'missing_field'
+        WHEN valid_from_v IS NULL OR (valid_to IS NOT NULL AND valid_to_v IS NULL)
+            OR valid_to_v < valid_from_v THEN 'bad_date'
+    END AS q_code,
+    CASE
+        WHEN missing IS NOT NULL THEN missing
+        WHEN category_v IS NULL THEN 'category ' || quote_text(category)
+            || ' is not in_service/retired (在职/退休)'
+        WHEN valid_from_v IS NULL THEN 'valid_from ' || quote_text(valid_from) || ' is not a date'
+        WHEN valid_to IS NOT NULL AND valid_to_v IS NULL
+            THEN 'valid_to ' || quote_text(valid_to) || ' is not a date'
+        WHEN valid_to_v < valid_from_v THEN 'valid_to is before valid_from'
+    END AS q_detail,
+    member_id, name, id_number, card_no, unit_code, unit_name, category_v AS category,
+    valid_from_v AS valid_from, valid_to_v AS valid_to, bank_account
+FROM parsed
+"""
+
+
+def typed_simple_sql(source: str, target: str, kind: FileKind) -> str:
+    """Units, enrollments, overrides, bank returns: dates and amounts typed."""
+    cols = []
+    bad = []
+    for c in kind.columns:
+        if c.type == "date":
+            cols.append(f"{date_sql(c.name)} AS {c.name}")
+            bad.append(
+                f"WHEN {c.name} IS NOT NULL AND {date_sql(c.name)} IS NULL "
+                f"THEN 'bad_date|{c.name} ' || quote_text({c.name}) || ' is not a date'"
+            )
+        elif c.type == "money":
+            cols.append(f"{money_sql(c.name)} AS {c.name}")
+            bad.append(
+                f"WHEN {c.name} IS NOT NULL AND {money_sql(c.name)} IS NULL "
+                f"THEN 'bad_amount|{c.name} ' || quote_text({c.name}) || ' is not an amount'"
+            )
+        elif c.type == "decision":
+            cols.append(f"lower({c.name}) AS {c.name}")
+            bad.append(
+                f"WHEN lower({c.name}) NOT IN ('accept', 'reject') "
+                f"THEN 'missing_field|decision ' || quote_text({c.name}) || ' is not accept/reject'"
+            )
+        elif c.type == "status":
+            cols.append(
+                f"CASE WHEN lower({c.name}) IN ('success', '成功') THEN 'success' "
+                f"WHEN lower({c.name}) IN ('failed', 'fail', '失败') THEN 'failed' END AS {c.name}"
+            )
+            bad.append(
+                f"WHEN lower({c.name}) NOT IN ('success', '成功', 'failed', 'fail', '失败') "
+                f"THEN 'missing_field|status ' || quote_text({c.name}) || ' is not success/failed'"
+            )
+        else:
+            cols.append(c.name)
+    missing = [f"WHEN {c} IS NULL THEN 'missing_field|column {c} is empty'" for c in kind.required]
+    problem = (
+        "CASE WHEN parse_error IS NOT NULL THEN 'missing_field|' || parse_error "
+        + " ".join(missing + bad)
+        + " END"
+    )
+    return f"""
+CREATE OR REPLACE TEMP TABLE {target} AS
+SELECT row_key, source_file, line_number, raw,
+       split_part({problem}, '|', 1) AS q_code,
+       nullif(substr({problem}, length(split_part({problem}, '|', 1)) + 2), '') AS q_detail,
+       {", ".join(cols)}
+FROM {source}
+"""
+
+
+def install_macros(con: duckdb.DuckDBPyConnection) -> None:
+    # Quote a cell for a detail message; long cells are cut so a detail stays one line.
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO quote_text(x) AS "
+        "'''' || CASE WHEN length(x) > 40 THEN left(x, 40) || '…' ELSE x END || ''''"
+    )

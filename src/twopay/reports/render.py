@@ -1,0 +1,299 @@
+"""Render a committed batch's reports from the ledger (spec section 7).
+
+Reports are a pure function of the ledger rows of the batch, so a re-run with
+the same inputs rewrites byte-identical files. They are written to a temporary
+folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from twopay import __version__
+from twopay.reports.reasons import REASONS
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+def mask_sql(col: str) -> str:
+    """First 6 and last 4 characters, the rest starred (spec 7)."""
+    return (
+        f"CASE WHEN length({col}) >= 11 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
+        f" || right({col}, 4) ELSE {col} END"
+    )
+
+
+def mask_text_sql(col: str) -> str:
+    """Mask every ID-number- or account-like run of digits inside free text."""
+    return f"regexp_replace({col}, '([0-9]{{6}})[0-9]{{2,}}([0-9]{{3}}[0-9Xx])', '\\1********\\2', 'g')"
+
+
+def safe_sql(col: str) -> str:
+    """Neutralise text that a spreadsheet would run as a formula."""
+    return f"CASE WHEN regexp_matches({col}, '^[=+\\-@\\t\\r]') THEN '''' || {col} ELSE {col} END"
+
+
+def _reason_case(lang: str) -> str:
+    idx = 0 if lang == "zh" else 1
+    whens = " ".join(
+        f"WHEN '{code}' THEN '{texts[idx].replace(chr(39), chr(39) * 2)}'"
+        for code, texts in REASONS.items()
+    )
+    return f"CASE code {whens} ELSE code END"
+
+
+def _pending_reviews_sql() -> str:
+    return """
+        SELECT o.*, b.period AS held_since
+        FROM outcomes o JOIN batches b ON b.batch_id = o.row_batch_id
+        WHERE o.batch_id <= $batch AND o.outcome = 'held' AND NOT o.carried
+          AND NOT EXISTS (
+            SELECT 1 FROM outcomes d
+            WHERE d.batch_id <= $batch AND d.carried
+              AND d.row_batch_id = o.row_batch_id AND d.row_key = o.row_key)
+    """
+
+
+def report_queries(lang: str, unmask: bool) -> dict[str, str]:
+    """Each CSV report as a query over the ledger; $batch is the batch id."""
+    mask = (lambda c: c) if unmask else mask_sql
+    mask_text = (lambda c: c) if unmask else mask_text_sql
+    return {
+        "payouts": """
+            SELECT payment_id, member_id, name, card_no, unit_code, amount, lines, retry_of
+            FROM payments WHERE batch_id = $batch ORDER BY payment_id
+        """,
+        "recoveries": """
+            SELECT member_id, amount, settlement_ids FROM recoveries
+            WHERE batch_id = $batch AND kind = 'owed' ORDER BY member_id
+        """,
+        "payout_lines": """
+            SELECT settlement_id, scheme, rule_version, member_id, visit_type, service_date,
+                   base_amount, deductible_applied, computed, allowance, payout, status,
+                   nullif(note, '') AS note, match
+            FROM lines WHERE batch_id = $batch ORDER BY settlement_id, scheme, line_key
+        """,
+        "rejections": f"""
+            SELECT o.settlement_id, {mask("s.id_number")} AS id_number, s.name, o.unit_code,
+                   o.code AS reason_code, {_reason_case(lang)} AS reason,
+                   {mask_text("o.detail")} AS detail
+            FROM outcomes o
+            LEFT JOIN settlements s ON s.batch_id = o.row_batch_id AND s.row_key = o.row_key
+            WHERE o.batch_id = $batch AND o.outcome = 'rejected'
+            ORDER BY o.row_batch_id, o.row_key
+        """,
+        "review": f"""
+            SELECT settlement_id, code AS reason_code, candidate_member_id, held_since,
+                   {mask_text("detail")} AS detail
+            FROM ({_pending_reviews_sql()}) ORDER BY row_batch_id, row_key
+        """,
+        "quarantine": f"""
+            SELECT source_file, line_number, error_code, {mask_text("detail")} AS detail,
+                   {mask_text("raw")} AS raw
+            FROM quarantine WHERE batch_id = $batch
+            ORDER BY file_kind DESC, source_file, line_number
+        """,
+    }
+
+
+TEXT_COLUMNS = {"name", "detail", "raw", "settlement_id", "settlement_ids", "note", "reason"}
+
+
+def _write_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, batch_id: int) -> int:
+    cols = [
+        d[0]
+        for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0", {"batch": batch_id}).description
+    ]
+    select = ", ".join(f"{_safe_col(c)} AS {c}" if c in TEXT_COLUMNS else c for c in cols)
+    con.execute(
+        f"COPY (SELECT {select} FROM ({query})) TO '{_sql_path(path)}' (HEADER, DELIMITER ',')",
+        {"batch": batch_id},
+    )
+    return int(con.execute(f"SELECT count(*) FROM ({query})", {"batch": batch_id}).fetchall()[0][0])
+
+
+def _safe_col(c: str) -> str:
+    return safe_sql(c)
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def batch_summary(con: duckdb.DuckDBPyConnection, batch_id: int) -> dict[str, object]:
+    """summary.json: the stored balance plus figures computed from the ledger."""
+    row = con.execute(
+        "SELECT period, summary, started_at, finished_at FROM batches WHERE batch_id = ?",
+        [batch_id],
+    ).fetchall()[0]
+    stored = json.loads(row[1])
+    q = lambda sql: con.execute(sql, {"batch": batch_id}).fetchall()  # noqa: E731
+
+    def money(v: object) -> str:
+        return f"{v:.2f}" if v is not None else "0.00"
+
+    by_outcome = {
+        outcome: {"rows": int(n)}
+        for outcome, n in q(
+            "SELECT outcome, count(*) FROM outcomes WHERE batch_id = $batch AND NOT carried "
+            "GROUP BY ALL ORDER BY 1"
+        )
+    }
+    by_code = {
+        f"{outcome}:{code}": int(n)
+        for outcome, code, n in q(
+            "SELECT outcome, code, count(*) FROM outcomes WHERE batch_id = $batch "
+            "AND code IS NOT NULL GROUP BY ALL ORDER BY 1, 2"
+        )
+    }
+    lines = q(
+        "SELECT count(*), coalesce(sum(payout), 0), coalesce(sum(payout) FILTER (status = 'paid'), 0),"
+        " count(*) FILTER (status = 'paid'), count(*) FILTER (status = 'zero'),"
+        " count(*) FILTER (status = 'clawback'), coalesce(sum(payout) FILTER (status = 'clawback'), 0)"
+        " FROM lines WHERE batch_id = $batch"
+    )[0]
+    per_visit = {
+        vt: {"lines": int(n), "payout": money(amt)}
+        for vt, n, amt in q(
+            "SELECT visit_type, count(*), sum(payout) FROM lines WHERE batch_id = $batch "
+            "GROUP BY ALL ORDER BY 1"
+        )
+    }
+    per_scheme = {
+        s: {"lines": int(n), "payout": money(amt), "paid_lines": int(p)}
+        for s, n, amt, p in q(
+            "SELECT scheme, count(*), sum(payout), count(*) FILTER (status = 'paid') "
+            "FROM lines WHERE batch_id = $batch GROUP BY ALL ORDER BY 1"
+        )
+    }
+    per_unit = {
+        u or "": {"lines": int(n), "payout": money(amt)}
+        for u, n, amt in q(
+            "SELECT unit_code, count(*), sum(payout) FROM lines WHERE batch_id = $batch "
+            "GROUP BY ALL ORDER BY 1"
+        )
+    }
+    edges = stored.get("bands_edges", [3000, 10000])
+    band_case = " ".join(f"WHEN total < {float(e)} THEN {i}" for i, e in enumerate(edges))
+    band_rows = dict(
+        (int(b), (int(n), a))
+        for b, n, a in q(
+            f"SELECT CASE {band_case} ELSE {len(edges)} END AS band, count(*), sum(total) FROM ("
+            "SELECT settlement_id, sum(payout) AS total FROM lines WHERE batch_id = $batch "
+            "AND status = 'paid' GROUP BY settlement_id) GROUP BY ALL"
+        )
+    )
+    bands = []
+    for i in range(len(edges) + 1):
+        lo = edges[i - 1] if i > 0 else None
+        hi = edges[i] if i < len(edges) else None
+        n, amount = band_rows.get(i, (0, 0))
+        label = f"< {hi:g}" if lo is None else (f"> {lo:g}" if hi is None else f"{lo:g}-{hi:g}")
+        bands.append({"band": label, "person_times": n, "amount": money(amount)})
+    payments = q("SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE batch_id = $batch")[
+        0
+    ]
+    recov = q(
+        "SELECT coalesce(sum(amount) FILTER (kind = 'owed'), 0), "
+        "coalesce(-sum(amount) FILTER (kind = 'offset'), 0), count(*) FILTER (kind = 'owed') "
+        "FROM recoveries WHERE batch_id = $batch"
+    )[0]
+    review = q(f"SELECT count(*) FROM ({_pending_reviews_sql()})")[0][0]
+    carried = q(
+        "SELECT outcome, count(*) FROM outcomes WHERE batch_id = $batch AND carried GROUP BY ALL"
+    )
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "twopay_version": stored.get("twopay_version", __version__),
+        "period": row[0],
+        "batch_id": batch_id,
+        "started_at": stored.get("started_at"),
+        "finished_at": stored.get("finished_at"),
+        "inputs": stored.get("inputs", []),
+        "rules": stored.get("rules", []),
+        "balance": stored.get("balance", {}),
+        "outcomes": by_outcome,
+        "codes": by_code,
+        "carried_decisions": {o: int(n) for o, n in carried},
+        "lines": {
+            "count": int(lines[0]),
+            "payout_total": money(lines[1]),
+            "paid": int(lines[3]),
+            "paid_amount": money(lines[2]),
+            "zero": int(lines[4]),
+            "clawback": int(lines[5]),
+            "clawback_amount": money(lines[6]),
+        },
+        "payments": {"count": int(payments[0]), "amount": money(payments[1])},
+        "recoveries": {
+            "new_count": int(recov[2]),
+            "new_amount": money(recov[0]),
+            "offset_amount": money(recov[1]),
+        },
+        "review_pending": int(review),
+        "per_visit_type": per_visit,
+        "per_scheme": per_scheme,
+        "per_unit": per_unit,
+        "bands": bands,
+    }
+
+
+def render_batch_reports(
+    con: duckdb.DuckDBPyConnection,
+    batch_id: int,
+    out_dir: Path,
+    *,
+    lang: str,
+    unmask: bool = False,
+) -> dict[str, object]:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".twopay-", dir=out_dir.parent))
+    try:
+        tables: dict[str, Path] = {}
+        for name, query in report_queries(lang, unmask).items():
+            path = tmp / f"{name}.csv"
+            _write_csv(con, query, path, batch_id)
+            tables[name] = path
+        summary = batch_summary(con, batch_id)
+        (tmp / "summary.json").write_text(
+            json.dumps(summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+        from twopay.reports.xlsx import write_report_xlsx
+
+        write_report_xlsx(tmp / "report.xlsx", summary, tables, lang=lang)
+        _swap_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def write_quarantine_only(con: duckdb.DuckDBPyConnection, out_dir: Path, *, unmask: bool) -> None:
+    """A refused run (too many unreadable rows) still shows what could not be read."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask_text = (lambda c: c) if unmask else mask_text_sql
+    query = f"""
+        SELECT source_file, line_number, error_code, {mask_text("detail")} AS detail,
+               {mask_text("raw")} AS raw
+        FROM q_rows ORDER BY file_kind DESC, source_file, line_number
+    """
+    _write_csv(con, query, out_dir / "quarantine.csv", 0)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished folder into place; an older report folder is moved
+    aside first so a reader never sees a half-written set."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{datetime.now():%H%M%S%f}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
