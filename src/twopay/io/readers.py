@@ -220,7 +220,14 @@ def _stage_csv(
         sample_bytes = fh.read(SNIFF_BYTES)
     if b"\x00" in sample_bytes:
         raise UsageError(f"{path}: this is not a text table (binary content).")
-    sample = sample_bytes.decode("utf-8", errors="ignore").lstrip("\ufeff")
+    try:
+        # A block boundary may cut a character: decode incrementally, not final.
+        sample = codecs.getincrementaldecoder("utf-8")().decode(sample_bytes).lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path}: cannot be read as {encoding} (byte {exc.start}); "
+            "pass --encoding with the file's real encoding (e.g. gb18030)."
+        ) from None
     delim = _sniff_delimiter(sample)
     first = next(csv.reader(io.StringIO(sample), delimiter=delim), None)
     if not first or not any(h.strip() for h in first):

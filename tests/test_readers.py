@@ -1,0 +1,136 @@
+"""Reading every input form of spec section 2 into typed rows, on real files."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from twopay.errors import InputSchemaError, UsageError
+from twopay.io.readers import detect_encoding, load_input
+from twopay.io.schemas import SETTLEMENTS
+from twopay.pipeline.validate import install_macros, typed_settlements_sql
+
+FIX = Path(__file__).parent / "fixtures" / "io"
+
+
+def read_typed(path: Path, tmp_path: Path, **kw: object) -> list[dict[str, object]]:
+    con = duckdb.connect()
+    load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path, **kw)  # type: ignore[arg-type]
+    con.execute(
+        "CREATE TEMP TABLE raw AS SELECT row_number() OVER (ORDER BY line_number) AS row_key, * FROM raw0"
+    )
+    install_macros(con)
+    con.execute(typed_settlements_sql("raw", "typed", SETTLEMENTS))
+    cur = con.execute("SELECT * FROM typed ORDER BY line_number")
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "settlements_en_utf8.csv",
+        "settlements_en_bom.csv",
+        "settlements_zh_gb18030.csv",
+        "settlements_zh_tab.tsv",
+        "settlements_zh_semicolon.csv",
+        "settlements_zh.xlsx",
+        "settlements.parquet",
+    ],
+)
+def test_every_format_reads_the_same_values(name: str, tmp_path: Path) -> None:
+    rows = read_typed(FIX / name, tmp_path)
+    assert len(rows) == 2
+    first, second = rows
+    assert first["q_code"] is None and second["q_code"] is None
+    assert first["visit_type"] == "outpatient"
+    assert first["service_date"] == date(2024, 3, 5)
+    assert second["visit_type"] == "inpatient"
+    assert second["service_date"] == date(2024, 3, 20)
+    assert second["admission_date"] == date(2024, 3, 10)
+    assert second["total_cost"] == Decimal("1234.50")
+    assert second["self_pay_1"] == Decimal("1000.00")
+    # full-width digits become half-width (NFKC)
+    assert second["id_number"] == "110105199001011234"
+    assert first["line_number"] == 2 and second["line_number"] == 3
+
+
+def test_gb18030_is_detected_and_forcing_the_wrong_encoding_fails(tmp_path: Path) -> None:
+    path = FIX / "settlements_zh_gb18030.csv"
+    assert detect_encoding(path) == "gb18030"
+    assert detect_encoding(FIX / "settlements_en_bom.csv") == "utf-8-sig"
+    with pytest.raises(UsageError, match="cannot be read as utf-8"):
+        read_typed(path, tmp_path, encoding="utf-8")
+    assert len(read_typed(path, tmp_path, encoding="gb18030")) == 2
+
+
+def test_each_quarantine_code_with_its_line(tmp_path: Path) -> None:
+    rows = {r["settlement_id"] or f"line{r['line_number']}": r for r in read_typed(FIX / "settlements_bad.csv", tmp_path)}
+    codes = {k: (r["q_code"], r["line_number"]) for k, r in rows.items()}
+    assert codes["Q1"] == ("missing_field", 2)
+    assert codes["Q2"] == ("bad_visit_type", 3)
+    assert codes["Q3"] == ("bad_date", 4)
+    assert codes["Q4"] == ("bad_amount", 5)
+    assert codes["Q5"] == ("inconsistent_amounts", 6)
+    assert codes["Q6"] == ("bad_date", 7)  # an unreadable optional admission_date
+    assert codes["line8"] == ("missing_field", 8)  # one field too many
+    assert codes["OK1"] == ("bad_amount", 9)
+    assert "12.345" in rows["Q4"]["q_detail"]
+    assert rows["line8"]["raw"].startswith("Q7,")
+
+
+def test_missing_required_column_names_file_and_column(tmp_path: Path) -> None:
+    with pytest.raises(InputSchemaError) as info:
+        read_typed(FIX / "settlements_no_self_pay.csv", tmp_path)
+    assert info.value.exit_code == 2
+    assert "settlements_no_self_pay.csv" in info.value.message
+    assert "'self_pay_1'" in info.value.message and "自付一" in info.value.message
+
+
+def test_workspace_aliases_extend_the_headers(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(
+        (FIX / "settlements_en_utf8.csv").read_text().replace("settlement_id", "流水号", 1),
+        encoding="utf-8",
+    )
+    with pytest.raises(InputSchemaError):
+        read_typed(path, tmp_path)
+    rows = read_typed(path, tmp_path, aliases={"settlement_id": ["流水号"]})
+    assert [r["settlement_id"] for r in rows] == ["A1", "A2"]
+
+
+def test_quoted_newlines_keep_editor_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+        'A1,110105199001011234,"张\n伟",outpatient,2024-03-05,100,80\n'
+        "A2,110105199001011234,张伟,outpatient,2024-03-05,100\n"
+        "A3,110105199001011234,张伟,outpatient,2024-03-05,100,80\n",
+        encoding="utf-8",
+    )
+    rows = read_typed(path, tmp_path)
+    assert [(r["line_number"], r["q_code"]) for r in rows] == [
+        (2, None),
+        (4, "missing_field"),
+        (5, None),
+    ]
+    assert rows[0]["name"] == "张 伟"  # inner white space collapsed
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "empty"),
+        (b"\x00\x01\x02garbage\x00" * 10, "binary"),
+        (b"\n\n", "first line is empty"),
+    ],
+)
+def test_unreadable_files_are_one_sentence(content: bytes, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        read_typed(path, tmp_path)
