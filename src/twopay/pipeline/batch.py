@@ -23,6 +23,7 @@ import duckdb
 
 from twopay import __version__
 from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, UsageError
+from twopay.faults import fault_point
 from twopay.identity.match import match_identities, prepare_roster
 from twopay.io.readers import LoadedFile, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
@@ -33,6 +34,7 @@ from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate
 from twopay.rules.loader import RuleSet, load_rules
 
 PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
 
 Progress = Callable[[str], None]
 
@@ -548,6 +550,7 @@ class _Batch:
         self.ws.temp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.ws.temp_dir) as tmp:
             self.load(Path(tmp))
+        fault_point("load")
         self.quarantine(max_q, out_dir)
         self.pending()
         self.link()
@@ -561,6 +564,7 @@ class _Batch:
         )
         self.say("applying rules")
         self.adjudicate()
+        fault_point("adjudicate")
         self.payments()
         return self.summarise(inputs)
 
@@ -867,6 +871,7 @@ class _Batch:
             )
             con.execute("INSERT INTO payments SELECT * FROM batch_payments")
             con.execute("INSERT INTO recoveries SELECT * FROM batch_recoveries")
+            fault_point("commit")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

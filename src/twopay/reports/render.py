@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from twopay import __version__
+from twopay.faults import fault_point
 from twopay.reports.reasons import REASONS
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -269,6 +270,7 @@ def render_batch_reports(
         from twopay.reports.xlsx import write_report_xlsx
 
         write_report_xlsx(tmp / "report.xlsx", summary, tables, lang=lang)
+        fault_point("reports")
         _swap_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
