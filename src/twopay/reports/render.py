@@ -108,16 +108,14 @@ TEXT_COLUMNS = {"name", "detail", "raw", "settlement_id", "settlement_ids", "not
 
 
 def _write_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, batch_id: int) -> int:
-    cols = [
-        d[0]
-        for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0", {"batch": batch_id}).description
-    ]
+    params = {"batch": batch_id} if "$batch" in query else {}
+    cols = [d[0] for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description]
     select = ", ".join(f"{_safe_col(c)} AS {c}" if c in TEXT_COLUMNS else c for c in cols)
     con.execute(
         f"COPY (SELECT {select} FROM ({query})) TO '{_sql_path(path)}' (HEADER, DELIMITER ',')",
-        {"batch": batch_id},
+        params,
     )
-    return int(con.execute(f"SELECT count(*) FROM ({query})", {"batch": batch_id}).fetchall()[0][0])
+    return int(con.execute(f"SELECT count(*) FROM ({query})", params).fetchall()[0][0])
 
 
 def _safe_col(c: str) -> str:

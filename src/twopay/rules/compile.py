@@ -262,13 +262,15 @@ walk(person_key, scheme, plan_year, rn, line_key,
     UNION ALL
     SELECT
         person_key, scheme, plan_year, rn, line_key,
-        paid_out + CASE visit_type WHEN 'outpatient' THEN ratio_part ELSE 0 END,
-        paid_in + CASE visit_type WHEN 'inpatient' THEN ratio_part ELSE 0 END,
-        paid_total + ratio_part + allowance,
-        days + allowance_days,
-        ratio_part, allowance, allowance_days,
+        paid_out + CASE visit_type WHEN 'outpatient' THEN step_ratio ELSE 0 END,
+        paid_in + CASE visit_type WHEN 'inpatient' THEN step_ratio ELSE 0 END,
+        paid_total + step_ratio + step_allowance,
+        days + step_days,
+        step_ratio, step_allowance, step_days,
         paid_type, paid_total, days
     FROM (
+        -- step_* names are distinct from walk's columns on purpose: an alias
+        -- that shadows a FROM column would silently read the previous row.
         SELECT
             w.paid_out, w.paid_in, w.paid_total, w.days, r.*,
             CASE r.visit_type WHEN 'outpatient' THEN w.paid_out ELSE w.paid_in END
@@ -276,15 +278,15 @@ walk(person_key, scheme, plan_year, rn, line_key,
             CASE r.kind WHEN 'normal'
                 THEN greatest(0, least(r.d_ratio, r.type_cap - paid_type,
                                        r.scheme_cap - w.paid_total))
-                ELSE r.d_ratio END AS ratio_part,
+                ELSE r.d_ratio END AS step_ratio,
             CASE r.kind WHEN 'normal'
                 THEN CAST(greatest(0, least(r.days_asked,
                         coalesce(r.max_days, 0) - w.days)) AS INTEGER)
-                ELSE r.d_days END AS allowance_days,
+                ELSE r.d_days END AS step_days,
             CASE r.kind WHEN 'normal'
-                THEN {money}(greatest(0, least(allowance_days * coalesce(r.per_day, 0),
-                        r.scheme_cap - w.paid_total - ratio_part)))
-                ELSE r.d_allowance END AS allowance
+                THEN {money}(greatest(0, least(step_days * coalesce(r.per_day, 0),
+                        r.scheme_cap - w.paid_total - step_ratio)))
+                ELSE r.d_allowance END AS step_allowance
         FROM walk AS w
         JOIN residue AS r
             ON r.person_key = w.person_key AND r.scheme = w.scheme

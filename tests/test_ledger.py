@@ -1,0 +1,384 @@
+"""Batches that continue each other and survive crashes and mistakes (spec 5, 6).
+
+Every test runs the real CLI on real files in a real workspace; the crash
+tests kill a real `twopay` process with SIGKILL at a known stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    person_id,
+    write_csv,
+)
+from twopay.ledger.workspace import open_workspace
+
+NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄勇"]
+
+
+def roster(path: Path) -> Path:
+    rows = [
+        (
+            f"M{i}",
+            NAMES[i],
+            person_id(i),
+            f"62220000000000{i:02d}",
+            f"U{i % 2}",
+            "在职",
+            "2020-01-01",
+            None,
+        )
+        for i in range(len(NAMES))
+    ]
+    return write_csv(path, ROSTER_HEADER, rows)
+
+
+def month_rows(month: int, year: int = 2024) -> list[tuple[object, ...]]:
+    """A deterministic month: every person has a few visits, some inpatient."""
+    rows: list[tuple[object, ...]] = []
+    for i, name in enumerate(NAMES):
+        for k in range(3):
+            day = date(year, month, 1 + (i * 3 + k * 7) % 27)
+            sid = f"S{year}{month:02d}{i}{k}"
+            if (i + k + month) % 4 == 0:
+                adm = day - timedelta(days=(i + k) % 6)
+                sp1 = Decimal(800 + 137 * ((i * 7 + k * 11 + month) % 13)) + Decimal("0.45")
+                rows.append((sid, person_id(i), name, "住院", day, adm, sp1 + 500, sp1, None))
+            else:
+                sp1 = Decimal(90 + 61 * ((i * 5 + k * 3 + month) % 17)) + Decimal("0.55")
+                rows.append((sid, person_id(i), name, "门诊", day, None, sp1 + 20, sp1, None))
+    return rows
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return init_workspace(tmp_path / "ws", {"test-plan.toml": SIMPLE_RULE})
+
+
+def run(ws: Path, period: str, settlements: Path, roster_path: Path, *extra: object) -> object:
+    return cli(
+        "run",
+        "-w",
+        ws,
+        "--period",
+        period,
+        "--settlements",
+        settlements,
+        "--roster",
+        roster_path,
+        "--json",
+        *extra,
+    )
+
+
+def ledger_rows(ws: Path, table: str, order: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        return con.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+    finally:
+        con.close()
+
+
+def test_rerun_with_same_inputs_is_a_noop_with_identical_reports(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    first = run(ws, "2024-01", s, r)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["noop"] is False
+    reports = ws / "reports" / "2024-01"
+    before = {p.name: p.read_bytes() for p in reports.iterdir()}
+    lines_before = ledger_rows(ws, "lines", "line_key")
+    again = run(ws, "2024-01", s, r)
+    assert again.exit_code == 0
+    assert json.loads(again.output)["noop"] is True
+    assert {p.name: p.read_bytes() for p in reports.iterdir()} == before
+    assert ledger_rows(ws, "lines", "line_key") == lines_before
+    human = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", r)
+    assert "already committed: no change" in human.output
+
+
+def test_other_inputs_are_refused_unless_replacing_the_latest(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s1b = write_csv(tmp_path / "s1b.csv", SETTLEMENT_HEADER, month_rows(1)[:-1])
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    assert run(ws, "2024-01", s1, r).exit_code == 0
+    conflict = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s1b, "--roster", r)
+    assert conflict.exit_code == 4
+    assert "already committed" in conflict.output and "--replace" in conflict.output
+    assert run(ws, "2024-01", s1b, r, "--replace").exit_code == 0
+    rows = ledger_rows(ws, "settlements", "row_key")
+    assert len(rows) == len(month_rows(1)) - 1  # the replaced batch's rows are gone
+    assert run(ws, "2024-02", s2, r).exit_code == 0
+    refused = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", s1, "--roster", r, "--replace"
+    )
+    assert refused.exit_code == 4 and "not the latest batch" in refused.output
+
+
+def test_a_held_lock_is_exit_5_naming_the_holder(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    with open_workspace(ws).lock("test holder"):
+        locked = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", r)
+    assert locked.exit_code == 5
+    assert f"pid {os.getpid()}" in locked.output and "test holder" in locked.output
+    assert not (ws / "reports" / "2024-01").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(ws: Path, tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (ws / "twopay.lock").write_text(
+        json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "x", "command": "run"})
+    )
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    assert run(ws, "2024-01", s, r).exit_code == 0
+    assert not (ws / "twopay.lock").exists()
+
+
+def twopay_exe() -> str:
+    exe = shutil.which("twopay", path=str(Path(sys.executable).parent))
+    assert exe, "the twopay entry point is installed beside the interpreter"
+    return exe
+
+
+def run_process(
+    ws: Path, period: str, s: Path, r: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            twopay_exe(),
+            "run",
+            "-w",
+            str(ws),
+            "--period",
+            period,
+            "--settlements",
+            str(s),
+            "--roster",
+            str(r),
+        ],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def comparable_ledger(ws: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The ledger's content without the wall-clock times of the runs."""
+    out = {}
+    for table, order in (
+        ("settlements", "batch_id, row_key"),
+        ("outcomes", "batch_id, row_batch_id, row_key"),
+        ("lines", "line_key"),
+        ("payments", "payment_id"),
+        ("recoveries", "batch_id, person_key, kind"),
+        ("quarantine", "batch_id, source_file, line_number"),
+        ("roster_records", "batch_id, record_key"),
+    ):
+        out[table] = ledger_rows(ws, table, order)
+    out["batches"] = [r[:3] for r in ledger_rows(ws, "batches", "batch_id")]
+    return out
+
+
+def comparable_reports(folder: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.name == "summary.json":
+            data = json.loads(p.read_text())
+            data.pop("started_at"), data.pop("finished_at")
+            out[p.name] = json.dumps(data, sort_keys=True).encode()
+        elif p.suffix == ".csv":
+            out[p.name] = p.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("stage", ["load", "adjudicate", "commit", "reports"])
+def test_sigkill_at_any_stage_then_rerun_equals_an_uninterrupted_run(
+    stage: str, tmp_path: Path
+) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    clean = init_workspace(tmp_path / "clean", {"t.toml": SIMPLE_RULE})
+    crashed = init_workspace(tmp_path / "crashed", {"t.toml": SIMPLE_RULE})
+    for ws_ in (clean, crashed):
+        assert run(ws_, "2024-01", s1, r).exit_code == 0
+    assert run(clean, "2024-02", s2, r).exit_code == 0
+
+    killed = run_process(crashed, "2024-02", s2, r, {"TWOPAY_FAULT_AT": stage})
+    killed.communicate(timeout=120)
+    assert killed.returncode == -9
+    committed = [b[1] for b in ledger_rows(crashed, "batches", "batch_id")]
+    assert committed == (["2024-01", "2024-02"] if stage == "reports" else ["2024-01"])
+
+    again = run_process(crashed, "2024-02", s2, r)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert comparable_ledger(crashed) == comparable_ledger(clean)
+    assert comparable_reports(crashed / "reports" / "2024-02") == comparable_reports(
+        clean / "reports" / "2024-02"
+    )
+
+
+def test_a_second_run_while_one_is_running_gets_exit_5(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    first = run_process(
+        ws, "2024-01", s, r, {"TWOPAY_FAULT_AT": "sleep:adjudicate", "TWOPAY_FAULT_SLEEP": "4"}
+    )
+    deadline = time.time() + 30
+    while not (ws / "twopay.lock").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = run_process(ws, "2024-01", s, r)
+    _, err2 = second.communicate(timeout=60)
+    _, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, err1
+    assert second.returncode == 5
+    assert f"pid {first.pid}" in err2
+    assert "Traceback" not in err2
+
+
+def test_a_year_month_by_month_equals_the_year_in_one_batch(tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    monthly = init_workspace(tmp_path / "monthly", {"t.toml": SIMPLE_RULE})
+    yearly = init_workspace(tmp_path / "yearly", {"t.toml": SIMPLE_RULE})
+    all_rows = []
+    for m in range(1, 13):
+        rows = month_rows(m)
+        all_rows += rows
+        s = write_csv(tmp_path / f"m{m}.csv", SETTLEMENT_HEADER, rows)
+        result = run(monthly, f"2024-{m:02d}", s, r)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["summary"]["balance"]["balanced"] is True
+    whole = write_csv(tmp_path / "year.csv", SETTLEMENT_HEADER, all_rows)
+    assert run(yearly, "2024-12", whole, r).exit_code == 0
+
+    def payouts(ws: Path) -> dict[str, tuple[object, ...]]:
+        return {
+            row[0]: row[1:]
+            for row in ledger_rows(
+                ws,
+                "(SELECT settlement_id, sum(payout), sum(ratio_part), sum(allowance), "
+                "string_agg(note, '|') FROM lines GROUP BY settlement_id)",
+                "settlement_id",
+            )
+        }
+
+    month_by_month = payouts(monthly)
+    assert month_by_month == payouts(yearly)
+    # the caps really bind somewhere in this year, so the test means something
+    notes = " ".join(str(v[3]) for v in month_by_month.values())
+    assert "cap_reached" in notes and "below_deductible" in notes
+
+
+def test_too_many_unreadable_rows_commit_nothing_and_exit_3(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    rows = month_rows(1)
+    bad = [(*row[:6], "lots", *row[7:]) for row in rows[:3]]
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, bad + rows[3:])
+    result = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", r)
+    assert result.exit_code == 3
+    assert "nothing was committed" in result.output
+    quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text()
+    assert quarantine.count("bad_amount") == 3
+    assert ledger_rows(ws, "batches", "batch_id") == []
+    ok = cli(
+        "run",
+        "-w",
+        ws,
+        "--period",
+        "2024-01",
+        "--settlements",
+        s,
+        "--roster",
+        r,
+        "--max-quarantine-rate",
+        "0.2",
+    )
+    assert ok.exit_code == 0
+
+
+def test_duplicates_reversals_and_late_arrivals_across_batches(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    p0 = person_id(0)
+    jan = [
+        (
+            "A1",
+            p0,
+            "张伟",
+            "门诊",
+            "2024-01-10",
+            None,
+            "3000",
+            "2500",
+            None,
+        ),  # pays (2500-1000)*0.5 = 750
+        ("A2", p0, "张伟", "门诊", "2024-01-20", None, "500", "400", None),  # pays 200
+    ]
+    feb = [
+        ("A1", p0, "张伟", "门诊", "2024-01-10", None, "3000", "2500", None),  # seen in January
+        (
+            "B1",
+            p0,
+            "张伟",
+            "门诊",
+            "2024-01-15",
+            None,
+            "300",
+            "200",
+            None,
+        ),  # late arrival: after A2
+        ("R1", p0, "张伟", "门诊", "2024-02-01", None, "-3000", "-2500", "A1"),  # claws back 750
+        ("B2", p0, "张伟", "门诊", "2024-02-02", None, "100", "100", None),
+        ("R9", p0, "张伟", "门诊", "2024-02-03", None, "-1", "-1", "NOPE"),
+    ]
+    assert (
+        run(ws, "2024-01", write_csv(tmp_path / "j.csv", SETTLEMENT_HEADER, jan), r).exit_code == 0
+    )
+    result = run(ws, "2024-02", write_csv(tmp_path / "f.csv", SETTLEMENT_HEADER, feb), r)
+    assert result.exit_code == 0, result.output
+    lines = {
+        row[0]: row[1:]
+        for row in ledger_rows(
+            ws,
+            "(SELECT settlement_id, payout, status, base_ytd_before FROM lines WHERE batch_id = 2)",
+            "settlement_id",
+        )
+    }
+    # B1 (Jan 15) comes after January's lines: base before = 2500 + 400
+    assert lines["B1"] == (Decimal("100.00"), "paid", Decimal("2900.00"))
+    assert lines["R1"][:2] == (Decimal("-750.00"), "clawback")
+    # after the clawback the base is 3100 - 2500 = 600: B2 is below the deductible
+    assert lines["B2"] == (Decimal("0.00"), "zero", Decimal("600.00"))
+    rejections = (ws / "reports" / "2024-02" / "rejections.csv").read_text()
+    assert "A1," in rejections and "duplicate_settlement" in rejections
+    assert "R9," in rejections and "reversal_unmatched" in rejections
+    recoveries = (ws / "reports" / "2024-02" / "recoveries.csv").read_text().splitlines()
+    assert recoveries[1].startswith("M0,650.00,")  # 100 - 750
+    # March: the 650 owed is offset against the next positive payment
+    mar = [("C1", p0, "张伟", "住院", "2024-03-05", "2024-03-01", "5000", "2500", None)]
+    result = run(ws, "2024-03", write_csv(tmp_path / "m.csv", SETTLEMENT_HEADER, mar), r)
+    payouts = (ws / "reports" / "2024-03" / "payouts.csv").read_text().splitlines()
+    # inpatient: (2500-500): 2000*0.5 + 0 = 1000 ratio part, allowance 4 days * 20 = 80
+    assert payouts[1].split(",")[5] == f"{Decimal(1080) - Decimal(650):.2f}"
