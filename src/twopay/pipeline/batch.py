@@ -130,6 +130,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             finished = datetime.now().replace(microsecond=0)
             summary["started_at"] = started.isoformat()
             summary["finished_at"] = finished.isoformat()
+            say("committing")
             stage.commit(fingerprint, inputs, started, finished, summary)
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
@@ -566,6 +567,7 @@ class _Batch:
         self.adjudicate()
         fault_point("adjudicate")
         self.payments()
+        self.say("balancing the books")
         return self.summarise(inputs)
 
     # -- rules (spec 4) ----------------------------------------------------

@@ -1,0 +1,160 @@
+"""A monthly batch at several sizes against a large roster, beside the floor.
+
+For each size it generates inputs with `twopay sample`, runs one batch in a
+fresh workspace (each size in its own process, so peak memory is that run's),
+and prints per stage wall time and rows per second; then, on the same files,
+the floor: DuckDB alone loading the settlements, joining the roster on
+id_number, one window sum per member and visit type, and writing the lines as
+CSV. It prints run/floor.
+
+    python benchmarks/bench_run.py --sizes 500000,1000000,2000000,5000000 --members 4000000
+    python benchmarks/bench_run.py --sizes 100000 --members 200000      # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_run(data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, object]:
+    """Child process: one batch, stage by stage."""
+    from twopay.ledger.workspace import init_workspace, open_workspace
+    from twopay.pipeline.batch import RunOptions, run_batch
+
+    if work.exists():
+        shutil.rmtree(work)
+    init_workspace(work)
+    cfg = work / "twopay.toml"
+    cfg.write_text(cfg.read_text().replace('memory_limit = "4GB"', f'memory_limit = "{memory_limit}"'))
+    ws = open_workspace(work)
+    ext = "parquet" if fmt == "parquet" else "csv"
+    stages: list[tuple[str, float]] = []
+    start = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        stages.append((msg, time.perf_counter()))
+
+    result = run_batch(
+        ws,
+        RunOptions(
+            period="2024-01",
+            settlements=[data / f"settlements.{ext}"],
+            roster=data / f"roster.{ext}",
+            units=data / f"units.{ext}" if (data / f"units.{ext}").exists() else None,
+            max_quarantine_rate=1.0,
+        ),
+        progress=progress,
+    )
+    end = time.perf_counter()
+    marks = [("start", start), *stages, ("end", end)]
+    per_stage = {marks[i][0]: marks[i + 1][1] - marks[i][1] for i in range(len(marks) - 1)}
+    per_stage.pop("start", None)
+    return {
+        "wall": end - start,
+        "stages": per_stage,
+        "peak_rss_mb": peak_rss_mb(),
+        "balanced": result.summary["balance"]["balanced"],  # type: ignore[index]
+        "lines": result.summary["lines"]["count"],  # type: ignore[index]
+    }
+
+
+def floor(data: Path, out: Path, fmt: str, memory_limit: str) -> dict[str, object]:
+    """Child process: DuckDB alone doing the irreducible work of a batch."""
+    import duckdb
+
+    con = duckdb.connect(str(out / "floor.duckdb"), config={"memory_limit": memory_limit})
+    ext = "parquet" if fmt == "parquet" else "csv"
+    reader = "read_parquet" if fmt == "parquet" else "read_csv"
+    start = time.perf_counter()
+    con.execute(f"CREATE TABLE s AS SELECT * FROM {reader}('{data / f'settlements.{ext}'}')")
+    con.execute(f"CREATE TABLE r AS SELECT * FROM {reader}('{data / f'roster.{ext}'}')")
+    con.execute(
+        f"""
+        COPY (
+            SELECT s.settlement_id, r.member_id, s.visit_type, s.service_date, s.self_pay_1,
+                   sum(s.self_pay_1) OVER (PARTITION BY r.member_id, s.visit_type
+                                           ORDER BY s.service_date, s.settlement_id) AS ytd
+            FROM s JOIN r ON r.id_number = s.id_number
+        ) TO '{out / "floor_lines.csv"}' (HEADER)
+        """
+    )
+    wall = time.perf_counter() - start
+    con.close()
+    return {"wall": wall, "peak_rss_mb": peak_rss_mb()}
+
+
+def child(args: argparse.Namespace) -> None:
+    data, work = Path(args.data), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.child == "run":
+        res = one_run(data, work / "ws", args.format, args.memory_limit)
+    else:
+        res = floor(data, work, args.format, args.memory_limit)
+    print(json.dumps(res))
+
+
+def in_child(kind: str, data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--data", str(data), "--work", str(work),
+         "--format", fmt, "--memory-limit", memory_limit],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="500000,1000000,2000000,5000000")
+    ap.add_argument("--members", type=int, default=4_000_000)
+    ap.add_argument("--formats", default="csv,parquet")
+    ap.add_argument("--memory-limit", default="4GB")
+    ap.add_argument("--work", default=str(HERE / "out"))
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--child")
+    ap.add_argument("--data")
+    ap.add_argument("--format", default="csv")
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    from twopay.sample import generate
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"roster: {args.members:,} members; memory_limit {args.memory_limit}")
+    header = f"{'format':8} {'rows':>10} {'run s':>8} {'rows/s':>10} {'floor s':>8} {'run/floor':>9} {'peak MB':>8}  stages"
+    print(header)
+    for fmt in args.formats.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            data = work / f"data_{fmt}_{size}"
+            if not (data / f"settlements.{'parquet' if fmt == 'parquet' else 'csv'}").exists():
+                t = time.perf_counter()
+                generate(data, members=args.members, settlements=size, seed=args.seed, fmt=fmt)
+                print(f"  (generated {size:,} rows as {fmt} in {time.perf_counter() - t:.1f}s)")
+            res = in_child("run", data, work / f"run_{fmt}_{size}", fmt, args.memory_limit)
+            flo = in_child("floor", data, work / f"floor_{fmt}_{size}", fmt, args.memory_limit)
+            stages = ", ".join(f"{k}: {v:.1f}s" for k, v in res["stages"].items())  # type: ignore[attr-defined]
+            wall = float(res["wall"])  # type: ignore[arg-type]
+            print(
+                f"{fmt:8} {size:>10,} {wall:>8.1f} {size / wall:>10,.0f} {float(flo['wall']):>8.1f} "  # type: ignore[arg-type]
+                f"{wall / float(flo['wall']):>9.2f} {float(res['peak_rss_mb']):>8.0f}  {stages}"  # type: ignore[arg-type]
+            )
+            if not res["balanced"]:
+                print("  BOOKS DO NOT BALANCE")
+
+
+if __name__ == "__main__":
+    main()
