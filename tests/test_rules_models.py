@@ -434,10 +434,6 @@ def test_duplicate_version_labels_name_both_files(tmp_path: Path) -> None:
     assert str(a) in info.value.message and str(b) in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_rules compares the labels of neighbouring versions only (reported to the lead)",
-)
 def test_duplicate_version_labels_apart_in_time(tmp_path: Path) -> None:
     write(tmp_path, "a.toml", version_file("2018", "2018-01-01", "2018-12-31"))
     write(tmp_path, "b.toml", version_file("2019", "2019-01-01", "2019-12-31"))

@@ -94,14 +94,17 @@ def load_rules(folder: Path) -> RuleSet:
         raise RuleFileError(f"{folder}: no rule files (*.toml) in the rules folder.")
     loaded = [load_rule_file(p) for p in files]
     loaded.sort(key=lambda v: (v.rule.scheme, v.rule.effective_from, v.path.name))
+    labels: dict[tuple[str, str], LoadedVersion] = {}
+    for v in loaded:
+        other = labels.setdefault((v.rule.scheme, v.rule.version), v)
+        if other is not v:
+            raise RuleFileError(
+                f"{other.path} and {v.path}: both are version {v.rule.version!r} of scheme "
+                f"{v.rule.scheme!r}."
+            )
     for a, b in zip(loaded, loaded[1:], strict=False):
         if a.rule.scheme != b.rule.scheme:
             continue
-        if a.rule.version == b.rule.version:
-            raise RuleFileError(
-                f"{a.path} and {b.path}: both are version {a.rule.version!r} of scheme "
-                f"{a.rule.scheme!r}."
-            )
         if a.rule.effective_to is None or a.rule.effective_to >= b.rule.effective_from:
             raise RuleFileError(
                 f"{a.path} and {b.path}: versions {a.rule.version!r} and {b.rule.version!r} of "
