@@ -373,5 +373,89 @@ def query(sql: str, fmt: str, workspace: Path | None, as_json: bool) -> None:
         console.print(table)
 
 
+# -- why ----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("key")
+@click.option("--unmask", is_flag=True, help="Show full ID, card and account numbers.")
+@_lang_option
+@_workspace_option
+@_json_option
+@handled
+def why(key: str, unmask: bool, lang: str | None, workspace: Path | None, as_json: bool) -> None:
+    """Every decision about a settlement_id, ID number, member_id or name, with its trace."""
+    from twopay.ledger.workspace import open_workspace
+    from twopay.reports.why import explain, render
+
+    ws = open_workspace(workspace)
+    lang = lang or ws.settings.lang
+    trace = explain(ws, key, lang=lang, unmask=unmask)
+    if as_json:
+        emit_json(trace)
+    else:
+        render(console, trace, lang)
+
+
+# -- notices ------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--period", required=True, help="The batch period, YYYY-MM.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the notices (default: reports/PERIOD/notices).",
+)
+@click.option("--unmask", is_flag=True, help="Show full ID and card numbers.")
+@_lang_option
+@_workspace_option
+@_json_option
+@handled
+def notices(
+    period: str,
+    out: Path | None,
+    unmask: bool,
+    lang: str | None,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """One .xlsx and .csv per unit of what its officers must fix."""
+    from rich.text import Text
+
+    from twopay.ledger.workspace import open_workspace
+    from twopay.reports.notices import write_notices
+
+    result = write_notices(open_workspace(workspace), period, out=out, lang=lang, unmask=unmask)
+    units = [
+        {
+            "unit_code": u.unit_code,
+            "unit_name": u.unit_name,
+            "rows": u.rows,
+            "counts": u.counts,
+            "csv": str(u.csv),
+            "xlsx": str(u.xlsx),
+        }
+        for u in result.units
+    ]
+    if as_json:
+        emit_json({"period": result.period, "out": str(result.out), "units": units})
+        return
+    if not units:
+        console.print(f"{period}: nothing for any unit to fix; no notices written.")
+        return
+    table = Table(title=f"notices {period}: {result.out}")
+    for col in ("unit", "rows", "rejection", "review", "payment_failed", "file"):
+        table.add_column(col)
+    for u in units:
+        table.add_row(
+            Text(u["unit_code"] or "(unknown unit)"),  # input text: never rich markup
+            str(u["rows"]),
+            *(str(u["counts"].get(k, 0)) for k in ("rejection", "review", "payment_failed")),
+            Text(Path(u["csv"]).stem),
+        )
+    console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -104,7 +104,23 @@ def report_queries(lang: str, unmask: bool) -> dict[str, str]:
     }
 
 
-TEXT_COLUMNS = {"name", "detail", "raw", "settlement_id", "settlement_ids", "note", "reason"}
+# Every column whose text can come from an input file (formula injection, spec 7).
+TEXT_COLUMNS = {
+    "name",
+    "detail",
+    "raw",
+    "settlement_id",
+    "settlement_ids",
+    "note",
+    "reason",
+    "id_number",
+    "member_id",
+    "card_no",
+    "unit_code",
+    "candidate_member_id",
+    "retry_of",
+    "source_file",
+}
 
 
 def _write_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, batch_id: int) -> int:
@@ -265,9 +281,11 @@ def render_batch_reports(
             json.dumps(summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
             encoding="utf-8",
         )
-        from twopay.reports.xlsx import write_report_xlsx
+        from twopay.reports.xlsx import months_of_year, write_report_xlsx
 
-        write_report_xlsx(tmp / "report.xlsx", summary, tables, lang=lang)
+        write_report_xlsx(
+            tmp / "report.xlsx", summary, tables, lang=lang, months=months_of_year(con, batch_id)
+        )
         fault_point("reports")
         _swap_into_place(tmp, out_dir)
     finally:

@@ -1,0 +1,164 @@
+"""Safety of what twopay writes (spec 7): no full ID number or bank account in
+any report, notice or command output unless --unmask, and no text from an
+input file that a spreadsheet would run as a formula.
+
+Every output file of real runs is scanned: CSVs cell by cell, xlsx files both
+as the cells a reader sees (fastexcel) and as the raw XML inside the zip.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import fastexcel
+import pytest
+from stdnum.cn import ric
+
+from fixtures.reports.workspace import FIXTURES, build_workspace, run_month
+from helpers import cli
+
+# 18 characters, not part of a longer run of digits; validity (region, birth
+# date, check character) is checked by python-stdnum, not by our own code.
+ID_CANDIDATE = re.compile(r"(?<![0-9])[1-9][0-9]{16}[0-9Xx](?![0-9Xx])")
+BANK_ACCOUNT = "6217000011112222333"  # M001's, from the roster fixture
+NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def full_ids(text: str) -> list[str]:
+    return [m for m in ID_CANDIDATE.findall(text) if ric.is_valid(m.upper())]
+
+
+def formula_like(value: str) -> bool:
+    """A cell a spreadsheet would evaluate: '=', '+', '@' or a '-' that is not
+    simply a negative amount (our own money columns)."""
+    if not value:
+        return False
+    if value[0] in "=+@\t\r":
+        return True
+    return value[0] == "-" and not NUMBER.match(value)
+
+
+def csv_cells(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for row in csv.reader(fh):
+            yield from row
+
+
+def xlsx_cells(path: Path) -> Iterator[str]:
+    book = fastexcel.read_excel(path)
+    for name in book.sheet_names:
+        frame = book.load_sheet(name, header_row=None).to_polars()
+        for row in frame.iter_rows():
+            yield from (v for v in row if isinstance(v, str))
+
+
+def xlsx_xml(path: Path) -> str:
+    with zipfile.ZipFile(path) as z:
+        return "".join(z.read(n).decode("utf-8") for n in z.namelist() if n.endswith(".xml"))
+
+
+def output_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = build_workspace(tmp_path_factory.mktemp("masking"))
+    for period in ("2024-01", "2024-02"):
+        result = cli("notices", "-w", ws, "--period", period)
+        assert result.exit_code == 0, result.output
+    return ws
+
+
+def test_the_scanner_finds_what_it_looks_for(tmp_path: Path) -> None:
+    assert full_ids("id 110105198001010016, masked 110105********0016") == ["110105198001010016"]
+    assert full_ids("11010519800101018x") == ["11010519800101018x"]
+    assert full_ids("110105198001010017") == []  # wrong check character
+    assert full_ids("6222000000000001 1.10105E+17") == []
+    assert formula_like('=HYPERLINK("x")') and formula_like("@SUM(1)") and formula_like("-2+3")
+    assert not formula_like("-100.00") and not formula_like("'=HYPERLINK")
+
+
+def test_no_output_file_holds_a_full_id_number_or_account(ws: Path) -> None:
+    files = output_files(ws / "reports")
+    kinds = {p.suffix for p in files}
+    assert {".csv", ".json", ".xlsx"} <= kinds
+    assert any("notices" in p.parts for p in files)
+    for path in files:
+        text = xlsx_xml(path) if path.suffix == ".xlsx" else path.read_text(encoding="utf-8-sig")
+        cells = "\n".join(xlsx_cells(path)) if path.suffix == ".xlsx" else text
+        for blob in (text, cells):
+            assert full_ids(blob) == [], path
+            assert BANK_ACCOUNT not in blob, path
+
+
+def test_no_cell_from_input_text_is_a_live_formula(ws: Path) -> None:
+    checked = 0
+    for path in output_files(ws / "reports"):
+        if path.suffix == ".csv":
+            cells = list(csv_cells(path))
+        elif path.suffix == ".xlsx":
+            cells = list(xlsx_cells(path))
+            assert "<f>" not in xlsx_xml(path), path
+        else:
+            continue
+        bad = [c for c in cells if formula_like(c)]
+        assert bad == [], (path, bad)
+        checked += len(cells)
+    assert checked > 500
+    # the hostile names did reach the outputs, neutralised
+    payouts = (ws / "reports" / "2024-01" / "payouts.csv").read_text(encoding="utf-8")
+    assert "'=HYPERLINK" in payouts
+    rejections = (ws / "reports" / "2024-01" / "rejections.csv").read_text(encoding="utf-8")
+    assert "'@SUM(1)" in rejections
+    assert "'=1+2" in rejections and "'+赵六" in rejections  # an ID cell and a name
+
+
+def test_command_output_is_masked(ws: Path) -> None:
+    outputs = [
+        run_month(ws, "2024-02").output,  # type: ignore[attr-defined]
+        cli(
+            "run",
+            "-w",
+            ws,
+            "--period",
+            "2024-01",
+            "--settlements",
+            FIXTURES / "settlements_2024-01.csv",
+            "--roster",
+            FIXTURES / "roster.csv",
+            "--units",
+            FIXTURES / "units.csv",
+        ).output,
+        cli("why", "-w", ws, "M001").output,
+        cli("why", "-w", ws, "M001", "--json").output,
+        cli("why", "-w", ws, "110105198001010999").output,  # not a member
+        cli("why", "-w", ws, "张伟", "--json").output,
+        cli("why", "-w", ws, "110105198001010000").output,  # unknown: the error echoes it
+        cli("notices", "-w", ws, "--period", "2024-01", "--json").output,
+    ]
+    for out in outputs:
+        assert full_ids(out) == [], out
+        assert BANK_ACCOUNT not in out
+
+
+def test_unmask_gives_the_full_numbers(ws: Path, tmp_path: Path) -> None:
+    run_month(ws, "2024-01", "--unmask", "--out", tmp_path / "full")
+    rejections = (tmp_path / "full" / "rejections.csv").read_text(encoding="utf-8")
+    assert "110105198001010040" in full_ids(rejections)
+    t = json.loads(cli("why", "-w", ws, "JAN-004", "--json", "--unmask").stdout)
+    assert t["settlements"][0]["id_number"] == "110105198001010040"
+    notice = cli("notices", "-w", ws, "--period", "2024-01", "--unmask", "--out", tmp_path / "n")
+    assert notice.exit_code == 0
+    assert full_ids((tmp_path / "n" / "unit-U02.csv").read_text(encoding="utf-8-sig"))
+
+
+def test_quarantined_raw_text_is_masked(ws: Path) -> None:
+    text = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+    assert "JAN-012" in text and "110105********0016" in text
+    assert "110105198001010016" not in text

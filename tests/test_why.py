@@ -1,0 +1,300 @@
+"""`twopay why`: every decision about a settlement or a person, with its trace
+(spec 8), checked against figures computed by hand from the fixture rules.
+
+The workspace is built by two real `twopay run` batches on the files in
+tests/fixtures/reports (see workspace.py there for what each row is).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from fixtures.reports.workspace import build_workspace
+from helpers import cli
+
+M001 = "110105198001010016"  # 张伟: paid in January, capped in February
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_workspace(tmp_path_factory.mktemp("why"))
+
+
+def why(ws: Path, *args: str) -> Result:
+    return cli("why", "-w", ws, *args)
+
+
+def trace(ws: Path, key: str, *args: str) -> dict[str, Any]:
+    result = why(ws, key, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def settlement(t: dict[str, Any], sid: str) -> dict[str, Any]:
+    return next(s for s in t["settlements"] if s["settlement_id"] == sid)
+
+
+def only_line(s: dict[str, Any]) -> dict[str, Any]:
+    assert len(s["lines"]) == 1, s["lines"]
+    return s["lines"][0]  # type: ignore[no-any-return]
+
+
+def test_a_capped_member_by_id_number(ws: Path) -> None:
+    t = trace(ws, M001)
+    assert t["matched_by"] == "id_number"
+    assert [s["settlement_id"] for s in t["settlements"]] == ["JAN-001", "JAN-012", "FEB-001"]
+    assert t["person"] == "110105********0016"
+
+    jan = only_line(settlement(t, "JAN-001"))
+    assert jan["period"] == "2024-01" and jan["rule_version"] == "2024"
+    assert (jan["base_amount"], jan["base_ytd_before"], jan["base_ytd_after"]) == (
+        "1500.00",
+        "0.00",
+        "1500.00",
+    )
+    rule = jan["rule"]
+    assert (rule["deductible"], rule["deductible_scope"]) == ("1000.00", "year")
+    assert (rule["deductible_left_before"], rule["deductible_left_after"]) == ("1000.00", "0.00")
+    assert jan["deductible_applied"] == "1000.00"
+    # 0.5 x (1500 - 1000)
+    assert rule["segments"] == [
+        {"from": "0.00", "to": None, "ratio": "0.5", "amount": "500.00", "pays": "250.00"}
+    ]
+    assert (jan["computed"], jan["payout"], jan["status"]) == ("250.00", "250.00", "paid")
+    assert (jan["paid_type_before"], jan["paid_type_after"]) == ("0.00", "250.00")
+    assert (jan["paid_total_before"], jan["paid_total_after"]) == ("0.00", "250.00")
+    assert jan["payment_id"] == "2024-01-M001"
+
+    feb = only_line(settlement(t, "FEB-001"))
+    # the deductible is used up: 0.5 x 2000 = 1000, but the outpatient cap of
+    # 1000 leaves 1000 - 250 = 750
+    assert feb["rule"]["deductible_left_before"] == "0.00"
+    assert feb["deductible_applied"] == "0.00"
+    assert (feb["base_ytd_before"], feb["base_ytd_after"]) == ("1500.00", "3500.00")
+    assert feb["computed"] == "1000.00"
+    assert feb["rule"]["type_annual_cap"] == "1000.00"
+    assert feb["rule"]["scheme_annual_cap"] == "3000.00"
+    assert (feb["paid_type_before"], feb["paid_type_after"]) == ("250.00", "1000.00")
+    assert (feb["paid_total_before"], feb["paid_total_after"]) == ("250.00", "1000.00")
+    assert (feb["ratio_part"], feb["payout"], feb["note"]) == ("750.00", "750.00", "cap_reached")
+
+    quarantined = settlement(t, "JAN-012")
+    assert [(d["outcome"], d["code"]) for d in quarantined["decisions"]] == [
+        ("quarantined", "bad_amount")
+    ]
+    assert quarantined["lines"] == []
+
+    (year,) = t["year_to_date"]
+    (outpatient,) = year["by_visit_type"]
+    assert (outpatient["paid"], outpatient["cap"], outpatient["cap_left"]) == (
+        "1000.00",
+        "1000.00",
+        "0.00",
+    )
+    assert (year["paid_total"], year["scheme_cap_left"]) == ("1000.00", "2000.00")
+    assert [m["member_id"] for m in t["members"]] == ["M001"]
+
+
+def test_identity_and_eligibility_are_shown(ws: Path) -> None:
+    decision = settlement(trace(ws, "JAN-001"), "JAN-001")["decisions"][0]
+    assert (decision["outcome"], decision["match"]) == ("adjudicated", "exact")
+    assert decision["identity"], "the identity stage's evidence is part of the trace"
+    elig = decision["eligibility"]
+    assert elig["member_id"] == "M001" and elig["unit_code"] == "U01"
+    assert elig["valid_from"] == "2020-01-01" and elig["valid_to"] is None
+    assert elig["membership_valid_on_service_date"] is True
+    assert elig["dues_paid_through"] == "2024-12-31"
+    assert elig["dues_paid_on_service_date"] is True
+    (scheme,) = elig["schemes"]
+    assert (scheme["scheme"], scheme["version"], scheme["result"]) == ("fx-plan", "2024", "passed")
+    assert (scheme["waiting_days"], scheme["cover_starts"]) == (30, "2020-01-31")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        M001,
+        "110105800101001",  # the legacy 15-digit form
+        "１１０１０５１９８００１０１００１６",  # full-width digits
+        f" {M001[:6]} {M001[6:]} ",  # spaces
+        "M001",  # member_id
+    ],
+)
+def test_every_form_of_the_key_finds_the_person(ws: Path, key: str) -> None:
+    t = trace(ws, key)
+    assert t["person"] == "110105********0016"
+    assert {s["settlement_id"] for s in t["settlements"]} == {"JAN-001", "JAN-012", "FEB-001"}
+
+
+def test_a_lower_case_x_finds_the_member(ws: Path) -> None:
+    t = trace(ws, "11010519800101018x")
+    assert t["matched_by"] == "id_number"
+    assert [m["member_id"] for m in t["members"]] == ["M012"]
+    assert t["settlements"] == []
+
+
+def test_a_zero_paid_member_by_member_id(ws: Path) -> None:
+    t = trace(ws, "M002")
+    assert t["matched_by"] == "member_id"
+    line = only_line(settlement(t, "JAN-002"))
+    assert (line["status"], line["payout"], line["computed"]) == ("zero", "0.00", "0.00")
+    assert line["note"] == "below_deductible"
+    assert line["deductible_applied"] == "800.00"
+    assert (line["rule"]["deductible_left_before"], line["rule"]["deductible_left_after"]) == (
+        "1000.00",
+        "200.00",
+    )
+    assert line["rule"]["segments"] == []
+    assert line["payment_id"] is None
+
+
+def test_a_rejection_names_its_code_reason_and_values(ws: Path) -> None:
+    s = settlement(trace(ws, "JAN-004"), "JAN-004")
+    (decision,) = s["decisions"]
+    assert (decision["outcome"], decision["code"]) == ("rejected", "name_mismatch")
+    assert decision["reason"] == "姓名与会员名册不符"
+    assert decision["detail"]
+    assert s["lines"] == []
+    assert s["name"] == "@SUM(1)"  # JSON is not a spreadsheet: the text as given
+
+    inactive = settlement(trace(ws, "JAN-006", "--lang", "en"), "JAN-006")["decisions"][0]
+    assert inactive["code"] == "membership_inactive"
+    assert inactive["reason"] == "no membership in force on the service date"
+    assert "2023-12-31" in inactive["detail"]  # the record's valid_to decided it
+
+    dues = settlement(trace(ws, "JAN-007"), "JAN-007")["decisions"][0]
+    assert dues["code"] == "unit_dues_unpaid" and "2023-12-31" in dues["detail"]
+    assert dues["eligibility"]["dues_paid_on_service_date"] is False
+
+    waiting = settlement(trace(ws, "JAN-008"), "JAN-008")["decisions"][0]
+    assert waiting["code"] == "waiting_period"
+    (scheme,) = waiting["eligibility"]["schemes"]
+    assert (scheme["result"], scheme["cover_starts"]) == ("waiting_period", "2024-02-09")
+
+
+def test_a_held_row_and_its_candidate(ws: Path) -> None:
+    s = settlement(trace(ws, "JAN-005"), "JAN-005")
+    (decision,) = s["decisions"]
+    assert (decision["outcome"], decision["code"]) == ("held", "probable_id_typo")
+    assert decision["candidate_member_id"] == "M006"
+    assert s["id_number"] == "110105********0607"
+    # the candidate's own trace shows the row held in their name
+    assert "JAN-005" in {x["settlement_id"] for x in trace(ws, "M006")["settlements"]}
+
+    typo = settlement(trace(ws, "JAN-009"), "JAN-009")["decisions"][0]
+    assert (typo["outcome"], typo["code"]) == ("held", "probable_name_typo")
+
+
+def test_an_inpatient_line_shows_tier_segments_and_the_allowance(ws: Path) -> None:
+    line = only_line(settlement(trace(ws, "FEB-002"), "FEB-002"))
+    # 3000 - 500 = 2500 above the deductible: 2000 x 0.5 + 500 x 0.8 = 1400
+    assert line["rule"]["segments"] == [
+        {"from": "0.00", "to": "2000.00", "ratio": "0.5", "amount": "2000.00", "pays": "1000.00"},
+        {"from": "2000.00", "to": None, "ratio": "0.8", "amount": "500.00", "pays": "400.00"},
+    ]
+    assert line["computed"] == "1400.00"
+    # admitted 2024-02-01, discharged 2024-02-06: 5 days x 20
+    assert (line["days_before"], line["allowance_days"], line["days_after"]) == (0, 5, 5)
+    assert (line["rule"]["allowance_per_day"], line["allowance"]) == ("20.00", "100.00")
+    assert (line["paid_total_before"], line["paid_total_after"]) == ("0.00", "1500.00")
+    assert line["payout"] == "1500.00"
+
+
+def test_a_reversal_shows_the_clawback_and_the_recovery(ws: Path) -> None:
+    t = trace(ws, "JAN-003")
+    assert [s["settlement_id"] for s in t["settlements"]] == ["JAN-003", "FEB-003"]
+    assert only_line(settlement(t, "JAN-003"))["payout"] == "100.00"
+    claw = only_line(settlement(t, "FEB-003"))
+    assert (claw["kind"], claw["status"], claw["payout"]) == ("clawback", "clawback", "-100.00")
+    assert (claw["paid_total_before"], claw["paid_total_after"]) == ("100.00", "0.00")
+    assert [(r["kind"], r["amount"]) for r in t["recoveries"]] == [("owed", "100.00")]
+    # asked from the reversal's side, the same story
+    assert [s["settlement_id"] for s in trace(ws, "FEB-003")["settlements"]] == [
+        "JAN-003",
+        "FEB-003",
+    ]
+
+
+def test_a_shared_name_lists_the_people_to_choose_from(ws: Path) -> None:
+    t = trace(ws, "张伟")
+    assert t["several"] is True
+    got = sorted((c["id_number"], tuple(c["member_ids"])) for c in t["candidates"])
+    assert got == [("110105********0016", ("M001",)), ("110105********0112", ("M011",))]
+    human = why(ws, "张伟")
+    assert human.exit_code == 0
+    assert "M001" in human.stdout and "M011" in human.stdout
+    # a name only one person has goes straight to their trace
+    assert trace(ws, "刘洋")["person"] == "110105********0059"
+
+
+def test_an_unknown_key_is_one_sentence_and_exit_2(ws: Path) -> None:
+    result = why(ws, "no-such-thing")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "no-such-thing" in result.stderr
+    empty = why(ws, "   ")
+    assert empty.exit_code == 2
+
+
+def test_without_a_ledger_it_says_so(tmp_path: Path) -> None:
+    assert cli("init", tmp_path / "empty").exit_code == 0
+    (tmp_path / "empty" / "twopay.duckdb").unlink()
+    result = why(tmp_path / "empty", "X1")
+    assert result.exit_code == 2 and "run a batch first" in result.stderr
+
+
+def test_the_terminal_rendering(ws: Path) -> None:
+    result = why(ws, M001, "--lang", "en")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for expected in (
+        "JAN-001",
+        "FEB-001",
+        "deductible left before",
+        "paid (visit type) after",
+        "0.00–∞ × 0.5: 2000.00 → 1000.00",
+        "750.00",
+        "a cap was reached",
+        "bad_amount",
+    ):
+        assert expected in out, expected
+    assert M001 not in out and "110105********0016" in out
+    zh = why(ws, "JAN-004")
+    assert "姓名与会员名册不符" in zh.stdout and "@SUM(1)" in zh.stdout
+
+
+def test_unmask_shows_the_full_numbers(ws: Path) -> None:
+    t = trace(ws, "M001", "--unmask")
+    assert t["person"] == M001
+    assert t["members"][0]["card_no"] == "6222000000000001"
+    assert settlement(t, "JAN-001")["id_number"] == M001
+    assert M001 in why(ws, "M001", "--unmask").stdout
+
+
+def test_the_installed_entry_point(ws: Path) -> None:
+    exe = Path(sys.executable).with_name("twopay")
+    done = subprocess.run(
+        [str(exe), "why", "FEB-001", "-w", str(ws), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    line = only_line(settlement(json.loads(done.stdout), "FEB-001"))
+    assert line["payout"] == "750.00"
+    missing = subprocess.run(
+        [str(exe), "why", "nobody-at-all", "-w", str(ws)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
