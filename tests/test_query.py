@@ -115,3 +115,22 @@ def test_bad_sql_is_one_sentence(ws: Path) -> None:
     code, out, err = query(ws, "SELEC nonsense")
     assert code == 2 and out == ""
     assert err.startswith("error: query failed:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT * FROM settlements) TO '{out}'",
+        "SELECT * FROM read_csv('{out}')",
+        "SET enable_external_access = true",
+    ],
+)
+def test_query_cannot_reach_other_files(ws: Path, tmp_path: Path, sql: str) -> None:
+    out = tmp_path / "leak.csv"
+    if "read_csv" in sql:
+        out.write_text("a\n1\n")
+    result = cli("query", "-w", ws, sql.format(out=out))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    if "COPY" in sql:
+        assert not out.exists()

@@ -15,6 +15,10 @@ def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[o
     ws = open_workspace(workspace)
     con = ws.connect(read_only=True)
     try:
+        # read-only covers the ledger; COPY ... TO and friends would still write
+        # (unmasked) files anywhere, so shut the connection off from the outside.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         try:
             cur = con.execute(sql)
             cols = [d[0] for d in cur.description or []]
