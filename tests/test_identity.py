@@ -213,7 +213,7 @@ def test_matching_stage_outcomes() -> None:
         ("exact", "exact", None),
         ("exact", "traditional", None),
         ("homophone", "homophone", None),
-        ("probable_name_typo", None, None),
+        ("probable_name_typo", None, "M1"),
         ("name_mismatch", None, None),
         ("probable_id_typo", None, "M1"),
         ("invalid_id_number", None, None),

@@ -352,6 +352,9 @@ def test_duplicates_reversals_and_late_arrivals_across_batches(ws: Path, tmp_pat
         ("R1", p0, "张伟", "门诊", "2024-02-01", None, "-3000", "-2500", "A1"),  # claws back 750
         ("B2", p0, "张伟", "门诊", "2024-02-02", None, "100", "100", None),
         ("R9", p0, "张伟", "门诊", "2024-02-03", None, "-1", "-1", "NOPE"),
+        ("D1", p0, "张伟", "门诊", "2024-02-04", None, "50", "50", None),
+        ("D2", p0, "张伟", "门诊", "2024-02-05", None, "-50", "-50", "D1"),
+        ("D3", p0, "张伟", "门诊", "2024-02-06", None, "-50", "-50", "D1"),  # reversed twice
     ]
     assert (
         run(ws, "2024-01", write_csv(tmp_path / "j.csv", SETTLEMENT_HEADER, jan), r).exit_code == 0
@@ -374,6 +377,9 @@ def test_duplicates_reversals_and_late_arrivals_across_batches(ws: Path, tmp_pat
     rejections = (ws / "reports" / "2024-02" / "rejections.csv").read_text()
     assert "A1," in rejections and "duplicate_settlement" in rejections
     assert "R9," in rejections and "reversal_unmatched" in rejections
+    assert [
+        line.split(",")[4] for line in rejections.splitlines() if line[:3] in ("D1,", "D2,", "D3,")
+    ] == ["reversed"] * 3
     recoveries = (ws / "reports" / "2024-02" / "recoveries.csv").read_text().splitlines()
     assert recoveries[1].startswith("M0,650.00,")  # 100 - 750
     # March: the 650 owed is offset against the next positive payment

@@ -38,19 +38,14 @@ def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
             name_norm = {name_norm_sql("name")}
         """
     )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE roster_id_problems AS
-        SELECT record_key, {id_problem_sql("person_key", "?::DATE")} AS id_problem
-        FROM roster
-        """,
-        [today],
-    )
 
 
-def roster_invalid_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
+def roster_invalid_ids(con: duckdb.DuckDBPyConnection, today: date) -> list[int]:
+    """Roster records whose ID number is not valid (they can never match)."""
     rows = con.execute(
-        "SELECT record_key FROM roster_id_problems WHERE id_problem IS NOT NULL ORDER BY 1"
+        f"SELECT record_key FROM roster WHERE {id_problem_sql('person_key', '?::DATE')} IS NOT NULL "
+        "ORDER BY 1",
+        [today],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -139,20 +134,27 @@ def match_identities(con: duckdb.DuckDBPyConnection, today: date) -> None:
             FROM idn i JOIN residue_names n USING (name_norm)
             WHERE i.row_key NOT IN (SELECT row_key FROM id_found) AND length(i.id_norm) = 18
         ),
+        -- blocked on the name (as given, and in Simplified characters): two
+        -- equi-joins, so the edit distance is computed only within a name
+        same_name AS (
+            SELECT r.row_key, r.id_norm, p.person_key, p.member_id
+            FROM residue r JOIN roster p ON p.name_norm = r.name_norm
+            UNION
+            SELECT r.row_key, r.id_norm, p.person_key, p.member_id
+            FROM residue r JOIN roster p ON p.name_norm = r.simple
+            WHERE r.simple <> r.name_norm
+        ),
         near AS (
-            SELECT DISTINCT r.row_key, p.person_key
-            FROM residue r
-            JOIN roster p ON p.name_norm IN (r.name_norm, r.simple)
-            WHERE length(p.person_key) = 18 AND p.person_key <> r.id_norm
-              AND damerau_levenshtein(p.person_key, r.id_norm) = 1
+            SELECT row_key, person_key, member_id FROM same_name
+            WHERE length(person_key) = 18 AND person_key <> id_norm
+              AND damerau_levenshtein(person_key, id_norm) = 1
         ),
         counted AS (
-            SELECT row_key, count(*) AS n, min(person_key) AS person_key FROM near GROUP BY row_key
+            SELECT row_key, count(DISTINCT person_key) AS n, min(person_key) AS person_key,
+                   string_agg(DISTINCT member_id, ', ' ORDER BY member_id) AS members
+            FROM near GROUP BY row_key
         )
-        SELECT c.row_key, c.n, c.person_key, rec.record_key, rec.member_id,
-               (SELECT string_agg(DISTINCT m.member_id, ', ' ORDER BY m.member_id)
-                  FROM near x JOIN roster m ON m.person_key = x.person_key
-                 WHERE x.row_key = c.row_key) AS members
+        SELECT c.row_key, c.n, c.person_key, rec.record_key, rec.member_id, c.members
         FROM counted c
         JOIN residue r USING (row_key)
         JOIN roster rec ON rec.person_key = c.person_key
@@ -198,7 +200,9 @@ def match_identities(con: duckdb.DuckDBPyConnection, today: date) -> None:
                  WHEN candidates = 1 THEN c_person END AS person_key,
             CASE WHEN level IS NOT NULL THEN f_record
                  WHEN candidates = 1 THEN c_record END AS record_key,
-            CASE WHEN level IS NULL AND candidates = 1 THEN c_member END AS candidate_member_id,
+            -- the person a reviewer would confirm: the ID's owner for a name typo
+            CASE WHEN level = 'probable_name_typo' THEN f_member
+                 WHEN level IS NULL AND candidates = 1 THEN c_member END AS candidate_member_id,
             CASE
                 WHEN level = 'exact' THEN 'ID and name match roster member ' || f_member
                 WHEN level = 'traditional' THEN 'name ' || name_norm || ' is ' || roster_name

@@ -113,6 +113,7 @@ class Workspace:
                     f"{self.ledger_path}: the ledger is open in another process ({_holder(self)})."
                 ) from None
             raise UsageError(f"{self.ledger_path}: cannot open the ledger ({exc}).") from None
+        con.execute("SET enable_progress_bar = false")  # twopay draws its own progress
         if not read_only:
             ensure_schema(con)
         return con

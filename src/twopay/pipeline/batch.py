@@ -384,9 +384,11 @@ class _Batch:
             """
             INSERT INTO decided
             SELECT t.row_key, t.settlement_id, 'rejected', 'reversed',
-                   'reversed by ' || r.settlement_id || ' in the same batch'
+                   'reversed by ' || string_agg(r.settlement_id, ', ' ORDER BY r.settlement_id)
+                   || ' in the same batch'
             FROM rev r JOIN s_ok t ON t.row_key = r.same_batch_row
             WHERE t.row_key NOT IN (SELECT row_key FROM decided)
+            GROUP BY t.row_key, t.settlement_id
             """
         )
         con.execute(
@@ -783,9 +785,17 @@ class _Batch:
         money_balances = lines_total == paid_total - recov  # type: ignore[operator]
         balanced = placed == rows_in and per_row == 0 and money_balances
         if not balanced:
+            twice = [
+                r[0]
+                for r in _q(
+                    con,
+                    "SELECT settlement_id FROM batch_outcomes WHERE NOT carried "
+                    "GROUP BY row_key, settlement_id HAVING count(*) > 1 ORDER BY 1 LIMIT 5",
+                )
+            ]
             raise BooksDoNotBalance(
                 f"the books do not balance: {rows_in} rows in, {placed} placed "
-                f"({per_row} rows placed twice); lines {lines_total} vs payments {paid_total} "
+                f"({per_row} rows placed twice{': ' + ', '.join(twice) if twice else ''}); lines {lines_total} vs payments {paid_total} "
                 f"and recoveries {recov}; nothing was committed."
             )
         return {

@@ -144,11 +144,20 @@ def check(
                               THEN v.effective_from END DESC,
                          v.effective_from) = 1
         ),
+        required AS (SELECT * FROM chk WHERE enrollment = 'required'),
         enr AS (
-            SELECT c.row_batch_id, c.row_key, c.scheme, min(e.valid_from) AS enrolled_from
-            FROM chk c JOIN e ON e.scheme = c.scheme
-                AND (e.person_key = c.person_key OR e.member_id = c.member_id)
-                AND e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+            -- enrolled by ID number or by member_id: two equi-joins, not an OR
+            -- (an OR join condition would compare every row with every enrollment)
+            SELECT row_batch_id, row_key, scheme, min(valid_from) AS enrolled_from
+            FROM (
+                SELECT c.row_batch_id, c.row_key, c.scheme, e.valid_from
+                FROM required c JOIN e ON e.scheme = c.scheme AND e.person_key = c.person_key
+                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+                UNION ALL
+                SELECT c.row_batch_id, c.row_key, c.scheme, e.valid_from
+                FROM required c JOIN e ON e.scheme = c.scheme AND e.member_id = c.member_id
+                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+            )
             GROUP BY ALL
         )
         SELECT c.*, enr.enrolled_from,
