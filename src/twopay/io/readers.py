@@ -65,8 +65,19 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
 
 def normalised_cell_sql(col: str) -> str:
     """Spec 2: NFKC, trim, collapse inner white space; empty becomes NULL."""
-    nf = f"CASE WHEN regexp_matches({col}, '[^\\x00-\\x7F]') THEN nfkc({col}) ELSE {col} END"
-    return f"nullif(regexp_replace(trim({nf}), '\\s+', ' ', 'g'), '')"
+    # Cheap tests first: a cell is non-ASCII when its byte and character
+    # lengths differ, and needs white space collapsed only when it has a run
+    # of spaces or a tab or line break; most cells go through trim() alone.
+    spaced = (
+        f"strpos({col}, '  ') > 0 OR strpos({col}, chr(9)) > 0 OR strpos({col}, chr(10)) > 0"
+        f" OR strpos({col}, chr(13)) > 0"
+    )
+    return (
+        f"nullif(CASE WHEN strlen({col}) <> length({col}) "
+        f"THEN regexp_replace(trim(nfkc({col})), '\\s+', ' ', 'g') "
+        f"WHEN {spaced} THEN regexp_replace(trim({col}), '\\s+', ' ', 'g') "
+        f"ELSE trim({col}) END, '')"
+    )
 
 
 def detect_format(path: Path) -> str:
@@ -194,7 +205,6 @@ def load_input(
         CREATE OR REPLACE TEMP TABLE {table} AS
         SELECT ?::VARCHAR AS source_file, c.line_number, c.raw, c.parse_error, {cols}
         FROM _staged AS c
-        ORDER BY c.line_number
         """,
         [source],
     )
@@ -283,6 +293,9 @@ def _stage_csv(
     named = {name: i for i, name in enumerate(canon) if name is not None}
     select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
     null_cols = ", ".join(f"NULL::VARCHAR AS {name}" for name in named)
+    any_rejects = con.execute("SELECT count(*) FROM _rej").fetchall()[0][0] > 0
+    # rejected records before a good row shift it; with none, skip the count
+    shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn)" if any_rejects else "0"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _staged AS
@@ -290,7 +303,7 @@ def _stage_csv(
             SELECT *, rec - (row_number() OVER (ORDER BY rec) - 1) AS slot FROM _rej
         ),
         good AS (
-            SELECT 1 + rn + (SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn) AS rec,
+            SELECT 1 + rn + {shift} AS rec,
                    {raw} AS raw, NULL::VARCHAR AS parse_error, {nl} AS nl, {select_cols}
             FROM _csv
         ),

@@ -53,6 +53,18 @@ CREATE TABLE IF NOT EXISTS outcomes (
     candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR
 );
 
+-- the eligibility checks of every identified row (spec 5), kept flat:
+-- the roster record, run start and dues; and each scheme's stage reached
+CREATE TABLE IF NOT EXISTS eligibility_members (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, member_id VARCHAR,
+    unit_code VARCHAR, category VARCHAR, valid_from DATE, valid_to DATE, run_start DATE,
+    dues_paid_through DATE
+);
+CREATE TABLE IF NOT EXISTS eligibility_schemes (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, scheme VARCHAR, version VARCHAR,
+    stage INTEGER, why_not VARCHAR
+);
+
 CREATE TABLE IF NOT EXISTS lines (
     batch_id INTEGER, line_key BIGINT, row_batch_id INTEGER, row_key BIGINT,
     settlement_id VARCHAR, scheme VARCHAR, rule_version VARCHAR, kind VARCHAR,
@@ -95,6 +107,18 @@ CREATE OR REPLACE VIEW v_rejections AS
 SELECT b.period, o.batch_id, o.settlement_id, o.code AS reason_code, o.detail, o.member_id,
        o.unit_code
 FROM outcomes o JOIN batches b USING (batch_id) WHERE o.outcome = 'rejected';
+CREATE OR REPLACE VIEW v_eligibility AS
+SELECT m.batch_id, m.row_batch_id, m.row_key,
+    to_json({
+        'member_id': m.member_id, 'unit_code': m.unit_code, 'category': m.category,
+        'valid_from': m.valid_from, 'valid_to': m.valid_to, 'run_start': m.run_start,
+        'dues_paid_through': m.dues_paid_through,
+        'schemes': (SELECT list({'scheme': s.scheme, 'version': s.version, 'stage': s.stage,
+                                 'why_not': s.why_not} ORDER BY s.scheme)
+                    FROM eligibility_schemes s
+                    WHERE s.batch_id = m.batch_id AND s.row_batch_id = m.row_batch_id
+                      AND s.row_key = m.row_key)})::VARCHAR AS eligibility
+FROM eligibility_members m;
 CREATE OR REPLACE VIEW v_payments AS
 SELECT b.period, p.* EXCLUDE (batch_id, bank_account), p.batch_id
 FROM payments p JOIN batches b USING (batch_id);

@@ -203,11 +203,10 @@ class _Batch:
         for i, path in enumerate(self.opts.settlements):
             loaded = self._load(path, SETTLEMENTS, f"in_settle_{i}", workdir)
             parts.append(f"SELECT {i} AS file_no, * FROM {loaded.table}")
+        # row_key orders rows by file then line without a sort (files < 10^12 lines)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE s_in AS SELECT row_number() OVER "
-            "(ORDER BY file_no, line_number) AS row_key, * EXCLUDE (file_no) FROM ("
-            + " UNION ALL ".join(parts)
-            + ")"
+            "CREATE OR REPLACE TEMP TABLE s_in AS SELECT file_no * 1000000000000 + line_number "
+            "AS row_key, * EXCLUDE (file_no) FROM (" + " UNION ALL ".join(parts) + ")"
         )
         for i in range(len(parts)):
             con.execute(f"DROP TABLE in_settle_{i}")
@@ -217,8 +216,7 @@ class _Batch:
         self.say("reading the roster")
         self._load(self.opts.roster, ROSTER, "r_in0", workdir)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE r_in AS SELECT row_number() OVER "
-            "(ORDER BY line_number) AS row_key, * FROM r_in0"
+            "CREATE OR REPLACE TEMP TABLE r_in AS SELECT line_number AS row_key, * FROM r_in0"
         )
         con.execute(validate.typed_roster_sql("r_in", "r_typed", ROSTER))
         for kind, path, table in (
@@ -229,15 +227,15 @@ class _Batch:
                 continue
             self._load(path, kind, f"{table}_in0", workdir)
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {table}_in AS SELECT row_number() OVER "
-                f"(ORDER BY line_number) AS row_key, * FROM {table}_in0"
+                f"CREATE OR REPLACE TEMP TABLE {table}_in AS SELECT line_number AS row_key, * "
+                f"FROM {table}_in0"
             )
             con.execute(validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind))
         if self.ws.overrides_path.exists():
             self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE ovr_in AS SELECT row_number() OVER "
-                "(ORDER BY line_number) AS row_key, * FROM ovr_in0"
+                "CREATE OR REPLACE TEMP TABLE ovr_in AS SELECT line_number AS row_key, * "
+                "FROM ovr_in0"
             )
             con.execute(validate.typed_simple_sql("ovr_in", "ovr_typed", OVERRIDES))
             bad = _q(
@@ -878,6 +876,21 @@ class _Batch:
                 """
             )
             con.execute("INSERT INTO outcomes SELECT * FROM batch_outcomes")
+            con.execute(
+                f"""
+                INSERT INTO eligibility_members
+                SELECT {b}, row_batch_id, row_key, member_id, unit_code, category, valid_from,
+                       valid_to, run_start, dues_paid_through
+                FROM member_checks
+                """
+            )
+            con.execute(
+                f"""
+                INSERT INTO eligibility_schemes
+                SELECT {b}, row_batch_id, row_key, scheme, version, stage, why_not
+                FROM scheme_checks
+                """
+            )
             con.execute(
                 "INSERT INTO lines SELECT * EXCLUDE (x) FROM (SELECT *, 0 AS x FROM batch_lines)"
             )

@@ -208,14 +208,19 @@ def check(
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE decisions AS
-        WITH best AS (
-            SELECT row_batch_id, row_key, max(stage) AS stage,
-                   string_agg(why_not, '; ' ORDER BY scheme) FILTER (WHERE why_not IS NOT NULL)
-                       AS why_not,
-                   to_json(list({'scheme': scheme, 'version': version, 'stage': stage,
-                                 'why_not': why_not} ORDER BY scheme)) AS schemes
-            FROM scheme_checks GROUP BY ALL
-        )
+        WITH stages AS (
+            SELECT row_batch_id, row_key, max(stage) AS stage FROM scheme_checks GROUP BY ALL
+        ),
+        -- the reasons are spelled out only for rows no scheme passes
+        reasons AS (
+            SELECT c.row_batch_id, c.row_key,
+                   string_agg(c.why_not, '; ' ORDER BY c.scheme) AS why_not
+            FROM scheme_checks c SEMI JOIN stages s
+                ON s.row_batch_id = c.row_batch_id AND s.row_key = c.row_key AND s.stage < 4
+            WHERE c.why_not IS NOT NULL
+            GROUP BY ALL
+        ),
+        best AS (SELECT * FROM stages LEFT JOIN reasons USING (row_batch_id, row_key))
         SELECT i.row_batch_id, i.row_key, i.settlement_id, i.carried,
             CASE
                 WHEN i.id_outcome IN ('probable_id_typo', 'probable_name_typo') THEN 'held'
@@ -253,11 +258,9 @@ def check(
             END AS detail,
             i.person_key, m.member_id, m.unit_code, i.match, i.candidate_member_id,
             i.evidence AS identity,
-            CASE WHEN m.member_id IS NOT NULL THEN to_json({
-                'member_id': m.member_id, 'unit_code': m.unit_code, 'category': m.category,
-                'valid_from': m.valid_from, 'valid_to': m.valid_to, 'run_start': m.run_start,
-                'dues_paid_through': m.dues_paid_through, 'schemes': b.schemes})::VARCHAR
-            END AS eligibility
+            -- the checks themselves are kept flat (eligibility_members and
+            -- eligibility_schemes in the ledger); v_eligibility assembles them
+            NULL::VARCHAR AS eligibility
         FROM identified2 i
         LEFT JOIN member_checks m USING (row_batch_id, row_key)
         LEFT JOIN best b USING (row_batch_id, row_key)

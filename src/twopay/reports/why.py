@@ -145,7 +145,11 @@ ORDER BY s.batch_id, s.row_key
 OUTCOMES_SQL = """
 SELECT b.period, o.batch_id, o.row_batch_id, o.row_key, o.carried, o.outcome, o.code,
        o.detail, o.person_key, o.member_id, o.unit_code, o.match, o.candidate_member_id,
-       o.identity, o.eligibility
+       o.identity,
+       coalesce(o.eligibility, (
+           SELECT e.eligibility FROM v_eligibility e
+           WHERE e.batch_id = o.batch_id AND e.row_batch_id = o.row_batch_id
+             AND e.row_key = o.row_key)) AS eligibility
 FROM outcomes o
 JOIN subject ON subject.batch_id = o.row_batch_id AND subject.row_key = o.row_key
 JOIN batches b ON b.batch_id = o.batch_id
