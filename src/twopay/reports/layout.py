@@ -17,8 +17,10 @@ ChartKind = Literal["column", "bar", "pie"]
 
 # Excel stops at 1,048,576 rows, and xlsxwriter writes cell by cell (about
 # 20,000 rows of 14 columns a second): a sheet shows at most this many rows and
-# says so; the CSVs stay complete.
-MAX_SHEET_ROWS = 100_000
+# says so; the CSVs stay complete. 20,000 rows keep a million-row batch's
+# workbook to a few seconds; an analyst filtering more rows uses the CSV or
+# `twopay query`.
+MAX_SHEET_ROWS = 20_000
 # The Summary sheet's by-unit chart shows the units with the largest payouts.
 TOP_UNITS = 20
 
