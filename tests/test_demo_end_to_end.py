@@ -1,0 +1,106 @@
+"""`twopay demo` through the installed entry point, on the shipped sample data,
+with payouts worked out by hand (sample_data/README.md explains each row)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "ws"
+    exe = shutil.which("twopay", path=str(Path(sys.executable).parent))
+    assert exe
+    done = subprocess.run(
+        [exe, "demo", "--out", str(root), "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return root
+
+
+def rows(demo: Path, period: str, name: str) -> list[dict[str, str]]:
+    with (demo / "reports" / period / f"{name}.csv").open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def line_payouts(demo: Path, period: str) -> dict[tuple[str, str], Decimal]:
+    return {
+        (r["settlement_id"], r["scheme"]): Decimal(r["payout"])
+        for r in rows(demo, period, "payout_lines")
+    }
+
+
+@pytest.mark.parametrize(
+    "period,counts",
+    [
+        (
+            "2024-01",
+            {"rows_in": 200, "quarantined": 3, "rejected": 8, "held": 2, "adjudicated": 187},
+        ),
+        (
+            "2024-02",
+            {"rows_in": 188, "quarantined": 4, "rejected": 9, "held": 1, "adjudicated": 174},
+        ),
+    ],
+)
+def test_every_row_lands_once_and_the_books_balance(
+    demo: Path, period: str, counts: dict[str, int]
+) -> None:
+    summary = json.loads((demo / "reports" / period / "summary.json").read_text())
+    balance = summary["balance"]
+    assert {k: balance[k] for k in counts} == counts
+    assert balance["balanced"] is True
+    paid = sum(Decimal(r["amount"]) for r in rows(demo, period, "payouts"))
+    owed = sum(Decimal(r["amount"]) for r in rows(demo, period, "recoveries"))
+    lines = sum(line_payouts(demo, period).values())
+    assert lines == paid - owed  # no offsets pending in the demo
+
+
+def test_hand_computed_payouts(demo: Path) -> None:
+    jan, feb = line_payouts(demo, "2024-01"), line_payouts(demo, "2024-02")
+    # 何伟: self_pay_1 12,000 - 1,300 deductible: 10,000 x 50 % + 700 x 60 %
+    assert jan[("JS240100067", "bj-inservice")] == Decimal("5420.00")
+    # 马建华: 68,000 - 1,300 = 66,700 above: 10,000 x 50 % + 40,000 x 60 % + 16,700 x 70 %
+    assert jan[("JS240100176", "bj-inservice")] == Decimal("40690.00")
+    # 郭丽娟, no admission date: wh-hospital pays the ratio part only
+    assert jan[("JS240100119", "wh-hospital")] == Decimal("2740.00")
+    assert jan[("JS240100119", "bj-inservice")] == Decimal("3650.00")
+    # February: 张桂兰 5,000 x 30 % + 4,300 x 40 % + 10 days x 30
+    assert feb[("JS240200093", "wh-hospital")] == Decimal("3520.00")
+    # 王秀英 after her move: one person, one deductible: 247.40 x 50 %
+    assert feb[("JS240200038", "bj-inservice")] == Decimal("123.70")
+    # 姜勇博 crosses 1,800 in February: (1,310.50 + 690 - 1,800) x 50 % = 100.25
+    assert feb[("JS240200025", "bj-inservice")] == Decimal("100.25")
+    assert feb[("JS240200143", "bj-inservice")] == Decimal("175.00")
+    # the reversal claws January back
+    assert feb[("JS240200034", "bj-inservice")] == Decimal("-5420.00")
+
+
+def test_the_clawback_is_a_recovery_not_a_payment(demo: Path) -> None:
+    recoveries = rows(demo, "2024-02", "recoveries")
+    assert any(
+        r["amount"] == "5420.00" and "JS240200034" in r["settlement_ids"] for r in recoveries
+    )
+    assert all(Decimal(r["amount"]) > 0 for r in rows(demo, "2024-02", "payouts"))
+
+
+def test_review_and_rejection_codes(demo: Path) -> None:
+    review = {r["settlement_id"]: r for r in rows(demo, "2024-02", "review")}
+    assert review["JS240100104"]["candidate_member_id"] == "M00000263"  # still pending from January
+    assert review["JS240200080"]["reason_code"] == "probable_id_typo"
+    assert review["JS240200080"]["candidate_member_id"] == "M00000187"
+    codes = {r["settlement_id"]: r["reason_code"] for r in rows(demo, "2024-02", "rejections")}
+    assert codes["JS240100186"] == "duplicate_settlement"
+    assert codes["JS240200039"] == "membership_inactive"
+    assert codes["JS240200064"] == "reversal_unmatched"
+    assert codes["JS240200134"] == "waiting_period"
+    assert codes["JS240200059"] == "name_mismatch"
