@@ -385,8 +385,11 @@ def _stage_parquet(
         raise UsageError(f"{path}: cannot be read as Parquet ({_first_line(exc)}).") from None
     canon = _check_header(path, names, kind, aliases)
     named = {name: names[i] for i, name in enumerate(canon) if name is not None}
-    sel = ", ".join(f'CAST("{src}" AS VARCHAR) AS {name}' for name, src in named.items())
-    raw = " || ',' || ".join(f"coalesce(CAST(\"{n}\" AS VARCHAR), '')" for n in names)
+    def ident(n: str) -> str:  # a column name from the file, quoted for SQL
+        return '"' + n.replace('"', '""') + '"'
+
+    sel = ", ".join(f"CAST({ident(src)} AS VARCHAR) AS {name}" for name, src in named.items())
+    raw = " || ',' || ".join(f"coalesce(CAST({ident(n)} AS VARCHAR), '')" for n in names)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _staged AS
