@@ -43,7 +43,13 @@ def date_sql(col: str) -> str:
         f"CASE WHEN regexp_matches({col}, '^[2-7][0-9]{{4}}(\\.0+)?$') "
         f"THEN DATE '1899-12-30' + CAST(CAST({col} AS DOUBLE) AS INTEGER) END"
     )
-    return f"coalesce(CAST(coalesce({tries}) AS DATE), {serial})"
+    # the ISO form (what most exports and Parquet give) is one fast cast; the
+    # other forms are tried only for the cells that are not ISO
+    return (
+        f"CASE WHEN regexp_full_match({col}, '[12][0-9]{{3}}-[0-9]{{2}}-[0-9]{{2}}') "
+        f"THEN try_cast({col} AS DATE) "
+        f"ELSE coalesce(CAST(coalesce({tries}) AS DATE), {serial}) END"
+    )
 
 
 def _mapping_sql(col: str, values: dict[str, str]) -> str:
