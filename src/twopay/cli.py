@@ -457,5 +457,96 @@ def notices(
     console.print(table)
 
 
+# -- reconcile ----------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--bank-return", "bank_return", required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option("--encoding", help="Force the encoding of a CSV bank return.")
+@_workspace_option
+@_json_option
+@handled
+def reconcile(
+    bank_return: Path, encoding: str | None, workspace: Path | None, as_json: bool
+) -> None:
+    """Match a bank return to payments; failed ones are re-issued by the next run."""
+    from twopay.errors import DataQualityError
+    from twopay.ledger.reconcile import reconcile as do_reconcile
+    from twopay.ledger.workspace import open_workspace
+
+    result = do_reconcile(open_workspace(workspace), bank_return, encoding=encoding)
+    if as_json:
+        emit_json(
+            {
+                "return_id": result.return_id,
+                "already_recorded": result.already_recorded,
+                "counts": result.counts,
+                "problems": result.problems,
+            }
+        )
+    else:
+        if result.already_recorded:
+            console.print(
+                f"{bank_return.name}: already reconciled (return {result.return_id}); nothing changed."
+            )
+        table = Table(title=f"bank return {bank_return.name}")
+        table.add_column("result")
+        table.add_column("rows", justify="right")
+        for k, v in sorted(result.counts.items()):
+            table.add_row(k, str(v))
+        console.print(table)
+        for p in result.problems[:20]:
+            console.print(f"  {p['result']}: {p['payment_id']} {p['amount']} {p['reason'] or ''}")
+    if not result.clean:
+        raise DataQualityError(
+            f"{bank_return.name}: {len(result.problems)} payments did not go through as issued; "
+            "failed ones will be re-issued by the next run."
+        )
+
+
+# -- simulate -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--year", type=int, required=True)
+@click.option(
+    "--rules", "rules_dir", required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@_workspace_option
+@_json_option
+@handled
+def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) -> None:
+    """Replay a plan year under other rules, beside the actual."""
+    from twopay.ledger.workspace import open_workspace
+    from twopay.simulate import simulate as do_simulate
+
+    report = do_simulate(open_workspace(workspace), year, rules_dir)
+    if as_json:
+        emit_json(report)
+        return
+    for title, key in (
+        ("total", "total"),
+        ("by visit type", "by_visit_type"),
+        ("by band", "by_band"),
+        ("by unit (largest change)", "by_unit"),
+    ):
+        table = Table(title=f"{year} {title}: actual vs simulated")
+        for col in ("group", "actual", "simulated", "change"):
+            table.add_column(col, justify="right" if col != "group" else "left")
+        for row in report[key]:
+            table.add_row(str(row["group"]), row["actual"], row["simulated"], row["change"])
+        console.print(table)
+    m = report["members"]
+    console.print(f"members who gain: {m['gain']}, lose: {m['lose']}, unchanged: {m['same']}")
+    table = Table(title="largest changes per member")
+    for col in ("member_id", "actual", "simulated", "change"):
+        table.add_column(col)
+    for row in report["largest_changes"]:
+        table.add_row(row["member_id"], row["actual"], row["simulated"], row["change"])
+    console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -711,6 +711,33 @@ class _Batch:
             """,
             [period],
         )
+        # Failed payments (their latest bank return says failed) not yet re-issued
+        # are paid again, to the card the roster holds now (spec 8, reconcile).
+        # They sit outside this batch's lines: the balance counts them apart.
+        con.execute(
+            f"""
+            INSERT INTO batch_payments
+            WITH failed AS (
+                SELECT p.payment_id, p.member_id, p.person_key, p.amount
+                FROM payments p
+                WHERE p.{self.prior}
+                  AND (SELECT arg_max(br.result, br.return_id) FROM bank_returns br
+                       WHERE br.payment_id = p.payment_id) = 'failed'
+                  AND NOT EXISTS (SELECT 1 FROM payments q
+                                  WHERE q.{self.prior} AND q.retry_of = p.payment_id)
+            ),
+            card AS (
+                SELECT member_id, name, card_no, unit_code, bank_account FROM roster
+                QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
+            )
+            SELECT {self.batch_id}, ? || '-' || f.member_id || '-R' || row_number() OVER (
+                       PARTITION BY f.member_id ORDER BY f.payment_id)::VARCHAR,
+                   f.member_id, f.person_key, c.name, c.card_no, c.unit_code, c.bank_account,
+                   f.amount, 0, 0, 0, f.payment_id
+            FROM failed f JOIN card c USING (member_id)
+            """,
+            [self.prior_arg, self.prior_arg, period],
+        )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_recoveries AS
@@ -777,7 +804,14 @@ class _Batch:
             )
         )
         lines_total = _scalar(con, "SELECT coalesce(sum(payout), 0) FROM batch_lines")
-        paid_total = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_payments")
+        paid_total = _scalar(
+            con, "SELECT coalesce(sum(amount), 0) FROM batch_payments WHERE retry_of IS NULL"
+        )
+        retries = _q(
+            con,
+            "SELECT count(*), coalesce(sum(amount), 0) FROM batch_payments "
+            "WHERE retry_of IS NOT NULL",
+        )[0]
         recov = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_recoveries")
         # lines = payments + offsets taken - new debts  (spec 5: books balance)
         money_balances = lines_total == paid_total - recov  # type: ignore[operator]
@@ -811,6 +845,8 @@ class _Batch:
                 "lines_total": str(lines_total),
                 "payments_total": str(paid_total),
                 "recoveries_net": str(recov),
+                "retries": int(retries[0]),
+                "retries_total": str(retries[1]),
             },
         }
 
