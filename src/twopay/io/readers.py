@@ -42,12 +42,29 @@ class LoadedFile:
     encoding: str | None
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    """The file's SHA-256, computed once per file version (a run hashes its
+    inputs for the batch fingerprint and again when it reads them)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while block := fh.read(CHUNK):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def count_newlines(path: Path) -> int:
+    n = 0
     with path.open("rb") as fh:
         while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+            n += block.count(b"\n")
+    return n
 
 
 def _nfkc(values: pa.Array) -> pa.Array:
@@ -293,7 +310,23 @@ def _stage_csv(
     named = {name: i for i, name in enumerate(canon) if name is not None}
     select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
     null_cols = ", ".join(f"NULL::VARCHAR AS {name}" for name in named)
-    any_rejects = con.execute("SELECT count(*) FROM _rej").fetchall()[0][0] > 0
+    rejects = con.execute("SELECT count(*) FROM _rej").fetchall()[0][0]
+    any_rejects = rejects > 0
+    # When the file has exactly one line per record (no quoted line breaks),
+    # a record's line is its number: skip the running sum of line breaks.
+    records = con.execute("SELECT count(*) FROM _csv").fetchall()[0][0] + rejects + 1
+    lines = count_newlines(text_path)
+    with text_path.open("rb") as fh:
+        fh.seek(max(text_path.stat().st_size - 1, 0))
+        if fh.read(1) not in (b"\n", b""):
+            lines += 1  # a last line without its line break
+    one_line_each = lines == records
+    line_number = (
+        "rec"
+        if one_line_each
+        else "rec + coalesce(sum(nl) OVER (ORDER BY rec ROWS BETWEEN UNBOUNDED PRECEDING "
+        "AND 1 PRECEDING), 0)"
+    )
     # rejected records before a good row shift it; with none, skip the count
     shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn)" if any_rejects else "0"
     con.execute(
@@ -304,7 +337,8 @@ def _stage_csv(
         ),
         good AS (
             SELECT 1 + rn + {shift} AS rec,
-                   {raw} AS raw, NULL::VARCHAR AS parse_error, {nl} AS nl, {select_cols}
+                   {raw} AS raw, NULL::VARCHAR AS parse_error,
+                   {"0" if one_line_each else nl} AS nl, {select_cols}
             FROM _csv
         ),
         records AS (
@@ -317,9 +351,7 @@ def _stage_csv(
                 0, {null_cols}
             FROM _rej
         )
-        SELECT rec + coalesce(sum(nl) OVER (
-                   ORDER BY rec ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-                   AS line_number,
+        SELECT {line_number} AS line_number,
                * EXCLUDE (rec, nl)
         FROM records
         """,
@@ -385,6 +417,7 @@ def _stage_parquet(
         raise UsageError(f"{path}: cannot be read as Parquet ({_first_line(exc)}).") from None
     canon = _check_header(path, names, kind, aliases)
     named = {name: names[i] for i, name in enumerate(canon) if name is not None}
+
     def ident(n: str) -> str:  # a column name from the file, quoted for SQL
         return '"' + n.replace('"', '""') + '"'
 
