@@ -117,6 +117,8 @@ def detect_encoding(path: Path) -> str:
         head = fh.read(4)
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"  # Excel's "Unicode text"; transcoded like GB18030
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
         try:

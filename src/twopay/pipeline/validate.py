@@ -51,7 +51,13 @@ coded AS (
 )
 SELECT
     row_key, source_file, line_number, raw, q_code,
-    CASE q_code
+    -- say what a row obviously is when it is not a settlement at all
+    CASE WHEN q_code IS NOT NULL AND lower(settlement_id) IN ('settlement_id', '结算流水号', '结算编号')
+        THEN 'looks like a repeated header row, not a settlement'
+    WHEN q_code IS NOT NULL
+        AND regexp_matches(coalesce(settlement_id, '') || coalesce(name, ''), '合计|总计|小计|^(?i:total)')
+        THEN 'looks like a totals row, not a settlement'
+    ELSE CASE q_code
         WHEN 'missing_field' THEN missing
         WHEN 'bad_visit_type' THEN 'visit_type ' || quote_text(visit_type)
             || ' is not outpatient/inpatient (门诊/急诊/门急诊/住院)'
@@ -63,7 +69,7 @@ SELECT
             THEN 'amounts must be non-negative with self_pay_1 (' || self_pay_1_v::VARCHAR
                  || ') <= total_cost (' || total_cost_v::VARCHAR || ')'
             ELSE 'a reversal must have zero or negative amounts' END
-    END AS q_detail,
+    END END AS q_detail,
     settlement_id, id_number, name, visit_type_v AS visit_type,
     service_date_v AS service_date, admission_date_v AS admission_date, hospital_code,
     total_cost_v AS total_cost, self_pay_1_v AS self_pay_1, self_pay_2_v AS self_pay_2,
