@@ -155,3 +155,25 @@ def test_broken_rule_files_are_exit_2_naming_file_and_key(
     assert result.exit_code == 2
     assert target.name in result.output and "key `" in result.output
     assert "Traceback" not in result.output
+
+
+def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    config = ws / "twopay.toml"
+    config.write_text(config.read_text().replace('memory_limit = "4GB"', 'memory_limit = "1MB"'))
+    sample = ROSTER.parent
+    result = cli(
+        "run",
+        "-w",
+        ws,
+        "--period",
+        "2024-01",
+        "--settlements",
+        sample / "settlements_2024-01.csv",
+        "--roster",
+        ROSTER,
+    )
+    assert result.exit_code == 1
+    assert "ran out of memory" in result.output and "[duckdb] memory_limit" in result.output
+    assert "Traceback" not in result.output
+    assert batches(ws) == []

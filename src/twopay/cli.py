@@ -68,6 +68,22 @@ def handled(f: F) -> F:
         except Exception as exc:  # an internal error: still one sentence
             if debug:
                 raise
+            text = str(exc)
+            if type(exc).__name__ == "OutOfMemoryException":
+                err.print(
+                    "[bold red]error:[/] DuckDB ran out of memory within the workspace's "
+                    "memory_limit; nothing was committed; raise \\[duckdb] memory_limit in "
+                    "twopay.toml or give temp_directory more room.",
+                    markup=True,
+                )
+                sys.exit(1)
+            if "No space left on device" in text or "could not write" in text.lower():
+                err.print(
+                    "[bold red]error:[/] the disk is full (ledger or temp_directory); "
+                    "nothing was committed; free space and run again.",
+                    markup=True,
+                )
+                sys.exit(1)
             err.print(
                 f"[bold red]internal error:[/] {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)",
