@@ -38,7 +38,9 @@ def one_run(data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, ob
         shutil.rmtree(work)
     init_workspace(work)
     cfg = work / "twopay.toml"
-    cfg.write_text(cfg.read_text().replace('memory_limit = "4GB"', f'memory_limit = "{memory_limit}"'))
+    cfg.write_text(
+        cfg.read_text().replace('memory_limit = "4GB"', f'memory_limit = "{memory_limit}"')
+    )
     ws = open_workspace(work)
     ext = "parquet" if fmt == "parquet" else "csv"
     stages: list[tuple[str, float]] = []
@@ -108,15 +110,31 @@ def child(args: argparse.Namespace) -> None:
 
 def in_child(kind: str, data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--data", str(data), "--work", str(work),
-         "--format", fmt, "--memory-limit", memory_limit],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--data",
+            str(data),
+            "--work",
+            str(work),
+            "--format",
+            fmt,
+            "--memory-limit",
+            memory_limit,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="500000,1000000,2000000,5000000")
     ap.add_argument("--members", type=int, default=4_000_000)
     ap.add_argument("--formats", default="csv,parquet")
