@@ -478,7 +478,11 @@ def notices(
 
 @main.command()
 @click.option(
-    "--bank-return", "bank_return", required=True, type=click.Path(dir_okay=False, path_type=Path)
+    "--bank-return",
+    "bank_return",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The bank's return file (CSV, xlsx or Parquet): payment_id, card_no, amount, status, reason.",
 )
 @click.option("--encoding", help="Force the encoding of a CSV bank return.")
 @_workspace_option
@@ -487,38 +491,57 @@ def notices(
 def reconcile(
     bank_return: Path, encoding: str | None, workspace: Path | None, as_json: bool
 ) -> None:
-    """Match a bank return to payments; failed ones are re-issued by the next run."""
+    """Match a bank return to payments; failed ones are re-issued by the next run.
+
+    Exit 3 when any payment failed, differs, is unknown or has no return row.
+    The same file twice records nothing new.
+    """
     from twopay.errors import DataQualityError
     from twopay.ledger.reconcile import reconcile as do_reconcile
     from twopay.ledger.workspace import open_workspace
 
     result = do_reconcile(open_workspace(workspace), bank_return, encoding=encoding)
     if as_json:
-        emit_json(
-            {
-                "return_id": result.return_id,
-                "already_recorded": result.already_recorded,
-                "counts": result.counts,
-                "problems": result.problems,
-            }
-        )
+        emit_json(result.as_dict())
     else:
         if result.already_recorded:
             console.print(
-                f"{bank_return.name}: already reconciled (return {result.return_id}); nothing changed."
+                f"{bank_return.name}: this file was already reconciled (return "
+                f"{result.return_id}, same SHA-256); nothing changed."
             )
-        table = Table(title=f"bank return {bank_return.name}")
+        table = Table(title=f"bank return {bank_return.name} ({', '.join(result.periods) or '-'})")
         table.add_column("result")
         table.add_column("rows", justify="right")
-        for k, v in sorted(result.counts.items()):
-            table.add_row(k, str(v))
+        table.add_column("amount (yuan)", justify="right")
+        for key, n in result.counts.items():
+            table.add_row(key, str(n), f"{result.amounts[key]:.2f}")
         console.print(table)
-        for p in result.problems[:20]:
-            console.print(f"  {p['result']}: {p['payment_id']} {p['amount']} {p['reason'] or ''}")
+        if result.problems:
+            shown = Table(title="discrepancies")
+            for col in ("line", "payment_id", "result", "amount", "issued", "reason"):
+                shown.add_column(col)
+            for p in result.problems[:50]:
+                shown.add_row(
+                    str(p["line_number"] or ""),
+                    str(p["payment_id"] or ""),
+                    str(p["result"]),
+                    str(p["amount"] or ""),
+                    str(p["issued_amount"] or ""),
+                    str(p["reason"] or ""),
+                )
+            console.print(shown)
+            if len(result.problems) > 50:
+                console.print(f"... and {len(result.problems) - 50} more (--json lists all)")
     if not result.clean:
+        failed = result.counts.get("failed", 0)
+        others = len(result.problems) - failed
         raise DataQualityError(
-            f"{bank_return.name}: {len(result.problems)} payments did not go through as issued; "
-            "failed ones will be re-issued by the next run."
+            f"{bank_return.name}: {len(result.problems)} discrepancies ("
+            + ", ".join(f"{k} {v}" for k, v in result.counts.items() if k != "success")
+            + ")"
+            + ("; failed payments will be re-issued by the next run" if failed else "")
+            + ("; check the others with the bank" if others else "")
+            + "."
         )
 
 
@@ -526,15 +549,19 @@ def reconcile(
 
 
 @main.command()
-@click.option("--year", type=int, required=True)
+@click.option("--year", type=int, required=True, help="The plan year to replay.")
 @click.option(
-    "--rules", "rules_dir", required=True, type=click.Path(file_okay=False, path_type=Path)
+    "--rules",
+    "rules_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the other rule files.",
 )
 @_workspace_option
 @_json_option
 @handled
 def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) -> None:
-    """Replay a plan year under other rules, beside the actual."""
+    """Replay a plan year under other rules, beside the actual (the ledger is only read)."""
     from twopay.ledger.workspace import open_workspace
     from twopay.simulate import simulate as do_simulate
 
@@ -542,25 +569,63 @@ def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) 
     if as_json:
         emit_json(report)
         return
-    for title, key in (
-        ("total", "total"),
-        ("by visit type", "by_visit_type"),
-        ("by band", "by_band"),
-        ("by unit (largest change)", "by_unit"),
+    t = report["total"]
+    table = Table(title=f"plan year {year}: actual vs simulated ({rules_dir})")
+    for col in ("lines", "settlements", "members", "actual", "simulated", "change", "change %"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(t["lines"]),
+        str(t["settlements"]),
+        str(t["members"]),
+        t["actual"],
+        t["simulated"],
+        t["change"],
+        t["change_pct"] or "-",
+    )
+    console.print(table)
+    for title, key, group in (
+        ("by visit type", "by_visit_type", "visit_type"),
+        ("by scheme", "by_scheme", "scheme"),
+        ("by unit (largest changes first)", "by_unit", "unit_code"),
     ):
-        table = Table(title=f"{year} {title}: actual vs simulated")
-        for col in ("group", "actual", "simulated", "change"):
-            table.add_column(col, justify="right" if col != "group" else "left")
-        for row in report[key]:
-            table.add_row(str(row["group"]), row["actual"], row["simulated"], row["change"])
+        table = Table(title=title)
+        for col in (group, "actual", "simulated", "change"):
+            table.add_column(col, justify="left" if col == group else "right")
+        for row in report[key][:20]:
+            table.add_row(row[group], row["actual"], row["simulated"], row["change"])
         console.print(table)
+    table = Table(title="by band (per person-time)")
+    for col in ("band", "actual n", "actual", "simulated n", "simulated", "change"):
+        table.add_column(col, justify="left" if col == "band" else "right")
+    for row in report["by_band"]:
+        table.add_row(
+            row["band"],
+            str(row["actual_person_times"]),
+            row["actual"],
+            str(row["simulated_person_times"]),
+            row["simulated"],
+            row["change"],
+        )
+    console.print(table)
     m = report["members"]
-    console.print(f"members who gain: {m['gain']}, lose: {m['lose']}, unchanged: {m['same']}")
+    console.print(
+        f"members who gain: {m['gain']['count']} (+{m['gain']['amount']}), "
+        f"lose: {m['lose']['count']} ({m['lose']['amount']}), unchanged: {m['same']['count']}"
+    )
     table = Table(title="largest changes per member")
-    for col in ("member_id", "actual", "simulated", "change"):
-        table.add_column(col)
+    for col in ("member_id", "name", "unit_code", "actual", "simulated", "change"):
+        table.add_column(
+            col, justify="right" if col in ("actual", "simulated", "change") else "left"
+        )
     for row in report["largest_changes"]:
-        table.add_row(row["member_id"], row["actual"], row["simulated"], row["change"])
+        table.add_row(
+            row["member_id"],
+            row["name"] or "",
+            row["unit_code"] or "",
+            row["actual"],
+            row["simulated"],
+            row["change"],
+        )
     console.print(table)
 
 

@@ -1,10 +1,25 @@
-"""`twopay simulate`: replay a plan year under other rules (spec 8).
+"""`twopay simulate`: replay a plan year under other rules, beside the actual (spec 8).
 
-The year's adjudicated lines are replayed through the same set-based engine,
-batch by batch in the order they were committed (spec 4.1: earlier batches
-first), each batch's opening taken from the simulated results before it, and
-clawbacks removing what the simulated original paid. The ledger is opened
-read-only; everything happens in temp tables.
+What is replayed: every line of plan year Y in the ledger (the settlements
+that were adjudicated; rejected and held rows stay out, since eligibility is
+not re-decided), with the amounts of its settlement row. Normal lines are
+recomputed under the other rules; a clawback removes what the *simulated*
+original paid (spec 4.1, Reversals). A normal line whose scheme has no version
+in force on its service date (or whose visit type that version does not list)
+pays nothing in the simulation.
+
+Order (spec 4.1): the engine orders one batch's lines by (service_date,
+settlement_id, line_key) after the opening accumulators, and the ledger's
+batches must come one after another. A single pass over the whole year would
+order lines by service date across batches, which differs from the actual
+order whenever a later batch holds an earlier service date (a held row decided
+later, a late claim) or carries a clawback. So the replay runs the same engine
+batch by batch, in the order the batches were committed, each batch's opening
+being the sum of the simulated lines before it. With the rules of the actual
+run it therefore reproduces the ledger to the fen.
+
+The ledger is opened read-only; everything happens in temp tables of that
+connection, and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,177 +28,249 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from twopay.errors import UsageError
 from twopay.ledger.workspace import Workspace
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate, load_params
-from twopay.rules.loader import load_rules
+from twopay.rules.loader import RuleSet, load_rules
+
+LARGEST = 20  # members listed under largest_changes
+
+BATCHES_SQL = "SELECT DISTINCT batch_id FROM lines WHERE plan_year = ? ORDER BY batch_id"
 
 SIM_DDL = """
-CREATE OR REPLACE TEMP TABLE sim (
-    batch_id INTEGER, line_key BIGINT, person_key VARCHAR, scheme VARCHAR, plan_year INTEGER,
-    visit_type VARCHAR, base_amount DECIMAL(18,2), ratio_part DECIMAL(18,2),
-    allowance DECIMAL(18,2), allowance_days INTEGER, payout DECIMAL(18,2), rule_version VARCHAR
+CREATE OR REPLACE TEMP TABLE sim_lines (
+    batch_id INTEGER, line_key BIGINT, person_key VARCHAR, scheme VARCHAR,
+    plan_year INTEGER, visit_type VARCHAR, rule_version VARCHAR,
+    base_amount DECIMAL(18,2), ratio_part DECIMAL(18,2), allowance DECIMAL(18,2),
+    allowance_days INTEGER, payout DECIMAL(18,2), status VARCHAR
 )
+"""
+
+# One batch's lines of the year, amounts from its settlement rows; a clawback
+# carries what the simulated original paid (zero when the original was not
+# replayed).
+REPLAY_LINES_SQL = """
+INSERT INTO adj_lines
+SELECT l.line_key, l.person_key, l.scheme, l.plan_year, l.visit_type, l.service_date,
+       l.settlement_id, s.admission_date, s.total_cost, s.self_pay_1, s.self_pay_2,
+       s.out_of_pocket, l.kind, o.rule_version, coalesce(o.base_amount, 0),
+       coalesce(o.ratio_part, 0), coalesce(o.allowance, 0), coalesce(o.allowance_days, 0)
+FROM lines AS l
+LEFT JOIN settlements AS s ON s.batch_id = l.row_batch_id AND s.row_key = l.row_key
+LEFT JOIN sim_lines AS o ON o.line_key = l.reverses_line
+WHERE l.batch_id = $batch AND l.plan_year = $year
+"""
+
+# The accumulators of the simulated lines before this batch (spec 4.1: earlier
+# batches first), for the groups this batch touches.
+REPLAY_OPENING_SQL = """
+INSERT INTO adj_opening
+SELECT person_key, scheme, plan_year,
+       coalesce(sum(base_amount) FILTER (visit_type = 'outpatient'), 0),
+       coalesce(sum(base_amount) FILTER (visit_type = 'inpatient'), 0),
+       coalesce(sum(ratio_part) FILTER (visit_type = 'outpatient'), 0),
+       coalesce(sum(ratio_part) FILTER (visit_type = 'inpatient'), 0),
+       sum(ratio_part + allowance), sum(allowance_days)
+FROM sim_lines
+WHERE (person_key, scheme, plan_year) IN (SELECT (person_key, scheme, plan_year) FROM adj_lines)
+GROUP BY person_key, scheme, plan_year
+"""
+
+NO_VERSION_SQL = """
+DELETE FROM adj_lines
+WHERE kind = 'normal' AND NOT EXISTS (
+    SELECT 1 FROM adj_params AS p
+    WHERE p.scheme = adj_lines.scheme AND p.visit_type = adj_lines.visit_type
+      AND adj_lines.service_date >= p.effective_from
+      AND (p.effective_to IS NULL OR adj_lines.service_date <= p.effective_to))
+"""
+
+KEEP_RESULT_SQL = """
+INSERT INTO sim_lines
+SELECT $batch, r.line_key, a.person_key, a.scheme, a.plan_year, a.visit_type, r.rule_version,
+       r.base_amount, r.ratio_part, r.allowance, r.allowance_days, r.payout, r.status
+FROM adj_result AS r JOIN adj_lines AS a USING (line_key)
+"""
+
+# Actual beside simulated, one row per line of the year.
+COMPARE_SQL = """
+CREATE OR REPLACE TEMP TABLE sim_compare AS
+SELECT l.line_key, l.settlement_id, l.member_id, l.unit_code, l.visit_type, l.scheme,
+       l.status AS actual_status, l.payout AS actual,
+       coalesce(s.status, 'zero') AS simulated_status,
+       coalesce(s.payout, 0)::DECIMAL(18,2) AS simulated
+FROM lines AS l LEFT JOIN sim_lines AS s USING (line_key)
+WHERE l.plan_year = ?
+"""
+
+TOTAL_SQL = """
+SELECT count(*), count(DISTINCT settlement_id), count(DISTINCT member_id),
+       coalesce(sum(actual), 0), coalesce(sum(simulated), 0)
+FROM sim_compare
+"""
+
+# Group columns are fixed names from this module, never user text.
+GROUP_SQL = """
+SELECT coalesce({col}, '') AS grp, sum(actual), sum(simulated)
+FROM sim_compare
+GROUP BY grp
+ORDER BY abs(sum(simulated) - sum(actual)) DESC, grp
+"""
+
+# Subsidies by band per person-time, each side banded by its own payouts, like
+# summary.json's bands (spec 7): paid lines summed per settlement; a band is
+# the number of edges at or below the amount.
+BANDS_SQL = """
+WITH per_settlement AS (
+    SELECT settlement_id,
+           sum(actual) FILTER (actual_status = 'paid') AS a,
+           sum(simulated) FILTER (simulated_status = 'paid') AS s
+    FROM sim_compare GROUP BY settlement_id
+),
+sides AS (
+    SELECT 'actual' AS side, a AS amount FROM per_settlement WHERE a IS NOT NULL
+    UNION ALL
+    SELECT 'simulated', s FROM per_settlement WHERE s IS NOT NULL
+)
+SELECT side, len(list_filter($edges::DOUBLE[], lambda e: e <= amount)) AS band,
+       count(*), sum(amount)
+FROM sides GROUP BY side, band
+"""
+
+MEMBERS_SQL = """
+CREATE OR REPLACE TEMP TABLE sim_members AS
+SELECT member_id, any_value(unit_code) AS unit_code, sum(actual) AS actual,
+       sum(simulated) AS simulated, sum(simulated) - sum(actual) AS change
+FROM sim_compare GROUP BY member_id
+"""
+
+GAIN_LOSE_SQL = """
+SELECT count(*) FILTER (change > 0), coalesce(sum(change) FILTER (change > 0), 0),
+       count(*) FILTER (change < 0), coalesce(sum(change) FILTER (change < 0), 0),
+       count(*) FILTER (change = 0)
+FROM sim_members
+"""
+
+LARGEST_SQL = """
+SELECT m.member_id, n.name, m.unit_code, m.actual, m.simulated, m.change
+FROM (SELECT * FROM sim_members WHERE change <> 0
+      ORDER BY abs(change) DESC, member_id LIMIT ?) AS m
+LEFT JOIN (SELECT member_id, arg_max(name, batch_id) AS name FROM roster_records
+           GROUP BY member_id) AS n USING (member_id)
+ORDER BY abs(m.change) DESC, m.member_id
 """
 
 
 def simulate(ws: Workspace, year: int, rules_dir: Path) -> dict[str, Any]:
+    """Replay plan year ``year`` under the rules in ``rules_dir``; the ledger is
+    only read. Returns the comparison (amounts as two-decimal strings)."""
     rules = load_rules(rules_dir)
     con = ws.connect(read_only=True)
     try:
-        batches = [
-            r[0]
-            for r in con.execute(
-                "SELECT DISTINCT batch_id FROM lines WHERE plan_year = ? ORDER BY 1", [year]
-            ).fetchall()
-        ]
+        batches = [int(r[0]) for r in con.execute(BATCHES_SQL, [year]).fetchall()]
         if not batches:
-            raise UsageError(f"the ledger has no adjudicated lines for plan year {year}.")
-        con.execute(SIM_DDL)
-        for b in batches:
-            con.execute("DROP TABLE IF EXISTS adj_lines")
-            con.execute("DROP TABLE IF EXISTS adj_opening")
-            con.execute(LINES_DDL)
-            con.execute(OPENING_DDL)
-            con.execute(
-                """
-                INSERT INTO adj_lines
-                SELECT l.line_key, l.person_key, l.scheme, l.plan_year, l.visit_type,
-                    l.service_date, l.settlement_id, s.admission_date, s.total_cost,
-                    s.self_pay_1, s.self_pay_2, s.out_of_pocket, l.kind,
-                    o.rule_version, coalesce(o.base_amount, 0), coalesce(o.ratio_part, 0),
-                    coalesce(o.allowance, 0), coalesce(o.allowance_days, 0)
-                FROM lines l
-                LEFT JOIN settlements s ON s.batch_id = l.row_batch_id AND s.row_key = l.row_key
-                LEFT JOIN sim o ON o.line_key = l.reverses_line
-                WHERE l.batch_id = ? AND l.plan_year = ?
-                """,
-                [b, year],
+            raise UsageError(
+                f"--year {year}: the ledger has no adjudicated lines of that plan year."
             )
-            con.execute(
-                """
-                INSERT INTO adj_opening
-                SELECT person_key, scheme, plan_year,
-                    sum(base_amount) FILTER (visit_type = 'outpatient'),
-                    sum(base_amount) FILTER (visit_type = 'inpatient'),
-                    sum(ratio_part) FILTER (visit_type = 'outpatient'),
-                    sum(ratio_part) FILTER (visit_type = 'inpatient'),
-                    sum(ratio_part + allowance), sum(allowance_days)
-                FROM sim GROUP BY ALL
-                """
-            )
-            # a normal line of a scheme with no version in force under the new
-            # rules pays nothing (it stays out of the replay)
-            load_params(con, rules)
-            con.execute(
-                """
-                DELETE FROM adj_lines WHERE kind = 'normal' AND NOT EXISTS (
-                    SELECT 1 FROM adj_params p WHERE p.scheme = adj_lines.scheme
-                      AND p.visit_type = adj_lines.visit_type
-                      AND adj_lines.service_date >= p.effective_from
-                      AND (p.effective_to IS NULL OR adj_lines.service_date <= p.effective_to))
-                """
-            )
-            adjudicate(con, rules)
-            con.execute(
-                f"""
-                INSERT INTO sim
-                SELECT {int(b)}, r.line_key, a.person_key, a.scheme, a.plan_year, a.visit_type,
-                       r.base_amount, r.ratio_part, r.allowance, r.allowance_days, r.payout,
-                       r.rule_version
-                FROM adj_result r JOIN adj_lines a USING (line_key)
-                """
-            )
-        return _compare(con, year, ws)
+        replay(con, rules, year, batches)
+        report = compare(con, year, list(ws.settings.run.bands))
+        report["rules"] = rules.manifest()
+        report["batches"] = len(batches)
+        return report
     finally:
         con.close()
 
 
+def replay(con: duckdb.DuckDBPyConnection, rules: RuleSet, year: int, batches: list[int]) -> None:
+    """Fill sim_lines: the year's lines through the engine, batch by batch."""
+    con.execute(SIM_DDL)
+    for batch in batches:
+        con.execute("DROP TABLE IF EXISTS adj_lines")
+        con.execute("DROP TABLE IF EXISTS adj_opening")
+        con.execute(LINES_DDL)
+        con.execute(OPENING_DDL)
+        con.execute(REPLAY_LINES_SQL, {"batch": batch, "year": year})
+        con.execute(REPLAY_OPENING_SQL)
+        load_params(con, rules)
+        con.execute(NO_VERSION_SQL)
+        adjudicate(con, rules)
+        con.execute(KEEP_RESULT_SQL, {"batch": batch})
+
+
 def _money(v: object) -> str:
-    return f"{Decimal(str(v or 0)):.2f}"
+    return f"{Decimal(str(v if v is not None else 0)):.2f}"
 
 
-def _rows(con: Any, sql: str, params: list[object]) -> list[dict[str, str]]:
-    return [
-        {
-            "group": str(g),
-            "actual": _money(a),
-            "simulated": _money(s),
-            "change": _money(Decimal(str(s or 0)) - Decimal(str(a or 0))),
-        }
-        for g, a, s in con.execute(sql, params).fetchall()
-    ]
+def _side_by_side(actual: object, simulated: object) -> dict[str, str]:
+    a = Decimal(str(actual or 0))
+    s = Decimal(str(simulated or 0))
+    return {"actual": _money(a), "simulated": _money(s), "change": _money(s - a)}
 
 
-def _compare(con: Any, year: int, ws: Workspace) -> dict[str, Any]:
-    bands = ws.settings.run.bands
-    band_case = " ".join(f"WHEN t < {float(e)} THEN {i}" for i, e in enumerate(bands))
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE both_ AS
-        SELECT l.line_key, l.settlement_id, l.member_id, l.unit_code, l.visit_type, l.payout AS actual,
-               coalesce(s.payout, 0) AS simulated
-        FROM lines l LEFT JOIN sim s USING (line_key)
-        WHERE l.plan_year = ?
-        """,
-        [year],
+def _band_labels(edges: list[float]) -> list[str]:
+    return (
+        [f"< {edges[0]:g}"]
+        + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
+        + [f"> {edges[-1]:g}"]
     )
-    total = _rows(con, "SELECT 'all', sum(actual), sum(simulated) FROM both_", [])
-    by_visit = _rows(
-        con, "SELECT visit_type, sum(actual), sum(simulated) FROM both_ GROUP BY 1 ORDER BY 1", []
-    )
-    by_band = _rows(
-        con,
-        f"""
-        SELECT band, sum(a), sum(s) FROM (
-            SELECT CASE {band_case} ELSE {len(bands)} END AS band, a, s FROM (
-                SELECT settlement_id, sum(actual) AS a, sum(simulated) AS s,
-                       greatest(sum(actual), sum(simulated)) AS t
-                FROM both_ GROUP BY 1))
-        GROUP BY 1 ORDER BY 1
-        """,
-        [],
-    )
-    labels = (
-        [f"< {bands[0]:g}"]
-        + [f"{a:g}-{b:g}" for a, b in zip(bands, bands[1:], strict=False)]
-        + [f"> {bands[-1]:g}"]
-    )
-    for row in by_band:
-        row["group"] = labels[int(row["group"])]
-    by_unit = _rows(
-        con,
-        "SELECT coalesce(unit_code, ''), sum(actual), sum(simulated) FROM both_ GROUP BY 1 "
-        "ORDER BY abs(sum(simulated) - sum(actual)) DESC, 1 LIMIT 20",
-        [],
-    )
-    members = con.execute(
-        """
-        SELECT count(*) FILTER (s > a), count(*) FILTER (s < a), count(*) FILTER (s = a)
-        FROM (SELECT member_id, sum(actual) a, sum(simulated) s FROM both_ GROUP BY 1)
-        """
-    ).fetchall()[0]
+
+
+def compare(con: duckdb.DuckDBPyConnection, year: int, edges: list[float]) -> dict[str, Any]:
+    """Actual (the ledger's lines) against simulated (sim_lines) for the year."""
+    con.execute(COMPARE_SQL, [year])
+    n_lines, n_settlements, n_members, actual, simulated = con.execute(TOTAL_SQL).fetchall()[0]
+    total = {
+        "lines": int(n_lines),
+        "settlements": int(n_settlements),
+        "members": int(n_members),
+        **_side_by_side(actual, simulated),
+        "change_pct": (
+            f"{(Decimal(simulated) - Decimal(actual)) * 100 / Decimal(actual):.2f}"
+            if actual
+            else None
+        ),
+    }
+
+    def grouped(col: str, key: str) -> list[dict[str, str]]:
+        rows = con.execute(GROUP_SQL.format(col=col)).fetchall()
+        return [{key: str(g), **_side_by_side(a, s)} for g, a, s in rows]
+
+    bands: dict[tuple[str, int], tuple[int, object]] = {
+        (side, int(band)): (int(n), amount)
+        for side, band, n, amount in con.execute(BANDS_SQL, {"edges": edges}).fetchall()
+    }
+    by_band = []
+    for i, label in enumerate(_band_labels(edges)):
+        n_a, a = bands.get(("actual", i), (0, 0))
+        n_s, s = bands.get(("simulated", i), (0, 0))
+        by_band.append(
+            {
+                "band": label,
+                "actual_person_times": n_a,
+                "simulated_person_times": n_s,
+                **_side_by_side(a, s),
+            }
+        )
+
+    con.execute(MEMBERS_SQL)
+    gain_n, gain, lose_n, lose, same_n = con.execute(GAIN_LOSE_SQL).fetchall()[0]
     largest = [
-        {
-            "member_id": m,
-            "actual": _money(a),
-            "simulated": _money(s),
-            "change": _money(Decimal(str(s)) - Decimal(str(a))),
-        }
-        for m, a, s in con.execute(
-            """
-            SELECT member_id, sum(actual) a, sum(simulated) s FROM both_ GROUP BY 1
-            HAVING sum(actual) <> sum(simulated)
-            ORDER BY abs(sum(simulated) - sum(actual)) DESC, member_id LIMIT 20
-            """
-        ).fetchall()
+        {"member_id": m, "name": name, "unit_code": unit, **_side_by_side(a, s)}
+        for m, name, unit, a, s, _change in con.execute(LARGEST_SQL, [LARGEST]).fetchall()
     ]
     return {
         "year": year,
         "total": total,
-        "by_visit_type": by_visit,
+        "by_visit_type": grouped("visit_type", "visit_type"),
+        "by_scheme": grouped("scheme", "scheme"),
         "by_band": by_band,
-        "by_unit": by_unit,
-        "members": {"gain": int(members[0]), "lose": int(members[1]), "same": int(members[2])},
+        "by_unit": grouped("unit_code", "unit_code"),
+        "members": {
+            "gain": {"count": int(gain_n), "amount": _money(gain)},
+            "lose": {"count": int(lose_n), "amount": _money(lose)},
+            "same": {"count": int(same_n)},
+        },
         "largest_changes": largest,
     }

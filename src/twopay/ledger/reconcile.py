@@ -1,54 +1,174 @@
-"""`twopay reconcile`: match a bank return to the payments (spec 8).
+"""`twopay reconcile`: match a bank return (银行回盘) to the payments (spec 2.3, 8).
 
-Each return row is matched by payment_id: success, failed (with the bank's
-reason), amount_mismatch or unknown_payment; every payment of the batches the
-file speaks of that has no return row is no_return_row. Results are kept in
-bank_returns; a failed payment is re-issued by the next run (see
-pipeline.batch payments). The same file twice changes nothing.
+Each readable return row is matched to ``payments`` by payment_id and gets one
+result, the first that applies:
+
+* ``unreadable``: the row could not be read (missing payment_id, amount or
+  status, an amount that is not money); the detail is kept as its reason;
+* ``unknown_payment``: no payment has that payment_id;
+* ``duplicate_row``: an earlier row of the same file already answered this
+  payment (the first row in file order counts);
+* ``amount_mismatch``: the bank's amount differs from the amount issued;
+* ``failed``: the bank could not pay; its reason is kept;
+* ``paid_after_reissue``: the bank says a payment went through that twopay
+  had already re-issued as failed (the member may be paid twice);
+* ``success``.
+
+Every payment of the batches the file answers (a batch is answered when at
+least one readable row matches one of its payments) that has no row in the
+file, and no row in any earlier return, is recorded as ``no_return_row``: a
+bank that splits one batch's answers over several files raises no false alarm.
+
+Anything but ``success`` is a discrepancy (the CLI exits 3). The results are
+kept in ``bank_returns``; the file's SHA-256 identifies it, so the same file
+given twice (under any name) records nothing new and reports what was recorded
+the first time.
+
+Re-issue (read by ``pipeline.batch._Batch.payments``): a payment whose latest
+answer from the bank (the latest return's row, ignoring unreadable and
+duplicate rows and missing rows) is ``failed``, and that no earlier batch has
+re-issued, is paid again by the next run with retry_of = its payment_id, to the
+card the member's roster record holds in that run; the retry's payment_id is
+``<period>-<member_id>-R<n>`` (n counts that member's re-issues in the batch),
+so it never collides with the member's regular ``<period>-<member_id>``. A
+retry that fails is re-issued in turn, with retry_of naming the retry.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import duckdb
 
 from twopay.io.readers import file_sha256, load_input
 from twopay.io.schemas import BANK_RETURN
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline.validate import install_macros, typed_simple_sql
 
+RESULTS = (
+    "success",
+    "failed",
+    "amount_mismatch",
+    "paid_after_reissue",
+    "duplicate_row",
+    "unknown_payment",
+    "unreadable",
+    "no_return_row",
+)
+
+# Readable rows, the first per payment_id in file order counting (spec 5's rule
+# for duplicate settlements, applied to the bank's rows).
+RECORD_ROWS_SQL = """
+INSERT INTO bank_returns
+WITH numbered AS (
+    SELECT r.*,
+        row_number() OVER (
+            PARTITION BY r.payment_id, r.q_code IS NULL ORDER BY r.line_number) AS nth
+    FROM br AS r
+)
+SELECT
+    $return_id, r.source_file, $sha256, r.line_number, r.payment_id, r.card_no, r.amount,
+    r.status, coalesce(r.reason, r.q_detail) AS reason,
+    CASE
+        WHEN r.q_code IS NOT NULL THEN 'unreadable'
+        WHEN p.payment_id IS NULL THEN 'unknown_payment'
+        WHEN r.nth > 1 THEN 'duplicate_row'
+        WHEN r.amount <> p.amount THEN 'amount_mismatch'
+        WHEN r.status = 'failed' THEN 'failed'
+        WHEN EXISTS (SELECT 1 FROM payments AS q WHERE q.retry_of = p.payment_id)
+            THEN 'paid_after_reissue'
+        ELSE 'success'
+    END AS result,
+    $now
+FROM numbered AS r
+LEFT JOIN payments AS p USING (payment_id)
+"""
+
+# Payments of the answered batches that no row of this or any earlier return
+# answered.
+RECORD_MISSING_SQL = """
+INSERT INTO bank_returns
+SELECT $return_id, $source_file, $sha256, NULL, p.payment_id, p.card_no, p.amount, NULL, NULL,
+       'no_return_row', $now
+FROM payments AS p
+WHERE p.batch_id IN (
+        SELECT q.batch_id FROM br JOIN payments AS q USING (payment_id) WHERE br.q_code IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM br WHERE br.payment_id = p.payment_id)
+  AND NOT EXISTS (
+        SELECT 1 FROM bank_returns AS e
+        WHERE e.payment_id = p.payment_id AND e.return_id < $return_id
+          AND e.line_number IS NOT NULL AND e.result NOT IN ('unreadable', 'duplicate_row'))
+"""
+
+SEEN_SQL = "SELECT min(return_id) FROM bank_returns WHERE sha256 = ?"
+NEXT_ID_SQL = "SELECT coalesce(max(return_id), 0) + 1 FROM bank_returns"
+
+SUMMARY_SQL = """
+SELECT result, count(*), coalesce(sum(amount), 0)
+FROM bank_returns WHERE return_id = ?
+GROUP BY result
+"""
+
+PROBLEMS_SQL = """
+SELECT b.line_number, b.payment_id, p.member_id, p.unit_code, b.amount,
+       p.amount AS issued_amount, b.status, b.reason, b.result
+FROM bank_returns AS b
+LEFT JOIN payments AS p USING (payment_id)
+WHERE b.return_id = ? AND b.result <> 'success'
+ORDER BY b.line_number NULLS LAST, b.payment_id
+"""
+
+PERIODS_SQL = """
+SELECT DISTINCT bt.period
+FROM bank_returns AS b
+JOIN payments AS p USING (payment_id)
+JOIN batches AS bt USING (batch_id)
+WHERE b.return_id = ?
+ORDER BY 1
+"""
+
 
 @dataclass
 class ReconcileResult:
+    """What one bank return said, as recorded in the ledger."""
+
     return_id: int
+    source_file: str
     already_recorded: bool
+    periods: list[str]
     counts: dict[str, int]
-    problems: list[dict[str, object]]
+    amounts: dict[str, Decimal]
+    problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not self.problems
 
-
-RESULTS_SQL = """
-SELECT result, count(*) FROM bank_returns WHERE return_id = ? GROUP BY ALL ORDER BY 1
-"""
-PROBLEMS_SQL = """
-SELECT line_number, payment_id, amount, status, reason, result FROM bank_returns
-WHERE return_id = ? AND result <> 'success' ORDER BY line_number NULLS LAST, payment_id
-"""
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "return_id": self.return_id,
+            "source_file": self.source_file,
+            "already_recorded": self.already_recorded,
+            "periods": self.periods,
+            "counts": self.counts,
+            "amounts": {k: f"{v:.2f}" for k, v in self.amounts.items()},
+            "clean": self.clean,
+            "problems": self.problems,
+        }
 
 
 def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> ReconcileResult:
+    """Record the bank return ``path`` in the ledger (once per file content)."""
     digest = file_sha256(path)
-    with ws.lock(f"reconcile {path.name}"):
+    with ws.lock(f"reconcile --bank-return {path.name}"):
         con = ws.connect()
         try:
-            seen = con.execute(
-                "SELECT min(return_id) FROM bank_returns WHERE sha256 = ?", [digest]
-            ).fetchall()[0][0]
+            seen = con.execute(SEEN_SQL, [digest]).fetchall()[0][0]
             if seen is not None:
                 return _result(con, int(seen), already=True)
             ws.temp_dir.mkdir(parents=True, exist_ok=True)
@@ -58,50 +178,26 @@ def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> Reco
                     con,
                     path,
                     BANK_RETURN,
-                    "br_in0",
+                    "br_loaded",
                     workdir=Path(tmp),
                     encoding=encoding,
                     aliases=ws.settings.aliases,
                 )
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE br_in AS SELECT line_number AS row_key, * FROM br_in0"
+                "CREATE OR REPLACE TEMP TABLE br_in AS "
+                "SELECT line_number AS row_key, * FROM br_loaded"
             )
             con.execute(typed_simple_sql("br_in", "br", BANK_RETURN))
-            return_id = int(
-                con.execute("SELECT coalesce(max(return_id), 0) + 1 FROM bank_returns").fetchall()[
-                    0
-                ][0]
-            )
-            now = datetime.now().replace(microsecond=0)
+            return_id = int(con.execute(NEXT_ID_SQL).fetchall()[0][0])
+            params = {
+                "return_id": return_id,
+                "sha256": digest,
+                "now": datetime.now().replace(microsecond=0),
+            }
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(
-                    """
-                    INSERT INTO bank_returns
-                    SELECT ?, r.source_file, ?, r.line_number, r.payment_id, r.card_no, r.amount,
-                        r.status, coalesce(r.reason, r.q_detail),
-                        CASE WHEN r.q_code IS NOT NULL THEN 'unreadable'
-                             WHEN p.payment_id IS NULL THEN 'unknown_payment'
-                             WHEN r.amount <> p.amount THEN 'amount_mismatch'
-                             WHEN r.status = 'failed' THEN 'failed'
-                             ELSE 'success' END,
-                        ?
-                    FROM br r LEFT JOIN payments p USING (payment_id)
-                    """,
-                    [return_id, digest, now],
-                )
-                # payments of the batches this file speaks of, with no row in it
-                con.execute(
-                    """
-                    INSERT INTO bank_returns
-                    SELECT ?, ?, ?, NULL, p.payment_id, p.card_no, p.amount, NULL,
-                           'the bank return has no row for this payment', 'no_return_row', ?
-                    FROM payments p
-                    WHERE p.batch_id IN (SELECT p2.batch_id FROM br JOIN payments p2 USING (payment_id))
-                      AND p.payment_id NOT IN (SELECT payment_id FROM br WHERE payment_id IS NOT NULL)
-                    """,
-                    [return_id, path.name, digest, now],
-                )
+                con.execute(RECORD_ROWS_SQL, params)
+                con.execute(RECORD_MISSING_SQL, {**params, "source_file": path.name})
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -111,9 +207,29 @@ def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> Reco
             con.close()
 
 
-def _result(con: object, return_id: int, *, already: bool) -> ReconcileResult:
-    counts = {r[0]: int(r[1]) for r in con.execute(RESULTS_SQL, [return_id]).fetchall()}  # type: ignore[attr-defined]
-    cur = con.execute(PROBLEMS_SQL, [return_id])  # type: ignore[attr-defined]
+def _result(con: duckdb.DuckDBPyConnection, return_id: int, *, already: bool) -> ReconcileResult:
+    summary = con.execute(SUMMARY_SQL, [return_id]).fetchall()
+    counts = {r: int(n) for r, n, _ in summary}
+    amounts = {r: Decimal(a) for r, _, a in summary}
+    source = con.execute(
+        "SELECT any_value(source_file) FROM bank_returns WHERE return_id = ? "
+        "AND line_number IS NOT NULL",
+        [return_id],
+    ).fetchall()[0][0]
+    periods = [r[0] for r in con.execute(PERIODS_SQL, [return_id]).fetchall()]
+    cur = con.execute(PROBLEMS_SQL, [return_id])
     cols = [d[0] for d in cur.description]
-    problems = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    return ReconcileResult(return_id, already, counts, problems)
+    problems = [
+        {k: (f"{v:.2f}" if isinstance(v, Decimal) else v) for k, v in zip(cols, r, strict=True)}
+        for r in cur.fetchall()
+    ]
+    ordered = {k: counts[k] for k in RESULTS if k in counts}
+    return ReconcileResult(
+        return_id=return_id,
+        source_file=str(source or ""),
+        already_recorded=already,
+        periods=periods,
+        counts=ordered,
+        amounts={k: amounts[k] for k in ordered},
+        problems=problems,
+    )

@@ -711,33 +711,65 @@ class _Batch:
             """,
             [period],
         )
-        # Failed payments (their latest bank return says failed) not yet re-issued
-        # are paid again, to the card the roster holds now (spec 8, reconcile).
-        # They sit outside this batch's lines: the balance counts them apart.
+        # Re-issue (spec 8, reconcile; see ledger/reconcile.py): a payment of an
+        # earlier batch whose latest answer from the bank is 'failed' and that no
+        # earlier batch re-issued is paid again, same amount, to the card this
+        # run's roster holds for the member. payment_id <period>-<member_id>-R<n>
+        # cannot be the member's regular <period>-<member_id>. Retries sit
+        # outside this batch's lines: summarise balances them apart. A member
+        # missing from this roster has no card to pay to: the retry waits
+        # (batch_retries_waiting) for a run whose roster lists them.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_failed AS
+            WITH answered AS (
+                SELECT payment_id, result FROM bank_returns
+                WHERE line_number IS NOT NULL
+                  AND result NOT IN ('unreadable', 'duplicate_row', 'unknown_payment')
+                QUALIFY row_number() OVER (
+                    PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
+            )
+            SELECT p.payment_id, p.member_id, p.person_key, p.amount
+            FROM payments p JOIN answered a USING (payment_id)
+            WHERE p.{self.prior} AND a.result = 'failed'
+              AND NOT EXISTS (SELECT 1 FROM payments q
+                              WHERE q.{self.prior} AND q.retry_of = p.payment_id)
+            """,
+            [self.prior_arg, self.prior_arg],
+        )
         con.execute(
             f"""
             INSERT INTO batch_payments
-            WITH failed AS (
-                SELECT p.payment_id, p.member_id, p.person_key, p.amount
-                FROM payments p
-                WHERE p.{self.prior}
-                  AND (SELECT arg_max(br.result, br.return_id) FROM bank_returns br
-                       WHERE br.payment_id = p.payment_id) = 'failed'
-                  AND NOT EXISTS (SELECT 1 FROM payments q
-                                  WHERE q.{self.prior} AND q.retry_of = p.payment_id)
-            ),
-            card AS (
+            WITH card AS (
                 SELECT member_id, name, card_no, unit_code, bank_account FROM roster
                 QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
             )
             SELECT {self.batch_id}, ? || '-' || f.member_id || '-R' || row_number() OVER (
                        PARTITION BY f.member_id ORDER BY f.payment_id)::VARCHAR,
                    f.member_id, f.person_key, c.name, c.card_no, c.unit_code, c.bank_account,
-                   f.amount, 0, 0, 0, f.payment_id
-            FROM failed f JOIN card c USING (member_id)
+                   f.amount, 0, f.amount, 0, f.payment_id
+            FROM batch_failed f JOIN card c USING (member_id)
             """,
-            [self.prior_arg, self.prior_arg, period],
+            [period],
         )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE batch_retries_waiting AS
+            SELECT f.* FROM batch_failed f
+            WHERE f.member_id NOT IN (SELECT member_id FROM roster WHERE member_id IS NOT NULL)
+            """
+        )
+        clash = _q(
+            con,
+            "SELECT payment_id FROM batch_payments GROUP BY payment_id HAVING count(*) > 1 "
+            "ORDER BY 1 LIMIT 1",
+        )
+        if clash:
+            raise UsageError(
+                f"payment_id {clash[0][0]} would be issued twice in period {period} (a member_id "
+                "ending in '-R<n>' meets another member's re-issue); rename that member_id in "
+                "the roster."
+            )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_recoveries AS

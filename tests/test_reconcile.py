@@ -1,0 +1,323 @@
+"""Bank returns through the real CLI on real workspaces (spec 2.3, 7, 8).
+
+Every test runs `twopay run` and `twopay reconcile` on real files in a real
+DuckDB ledger; the money is checked to the fen against payout_lines.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, cli, init_workspace, write_csv
+from test_ledger import NAMES, ledger_rows, month_rows, person_id, run
+
+BANK_HEADER = ("payment_id", "card_no", "amount", "status", "reason")
+BANK_HEADER_ZH = ("支付编号", "服务卡号", "金额", "状态", "失败原因")
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def card(i: int) -> str:
+    return f"62220000000000{i:02d}"
+
+
+def roster_file(
+    path: Path, *, new_card: dict[str, str] | None = None, without: set[str] | None = None
+) -> Path:
+    """The test roster; a member in ``new_card`` had their card re-issued on
+    2024-02-01 (two records that do not overlap); members in ``without`` are
+    left out."""
+    rows: list[tuple[object, ...]] = []
+    for i, name in enumerate(NAMES):
+        member = f"M{i}"
+        if member in (without or set()):
+            continue
+        base = (member, name, person_id(i))
+        if member in (new_card or {}):
+            rows.append((*base, card(i), f"U{i % 2}", "在职", "2020-01-01", "2024-01-31"))
+            rows.append((*base, new_card[member], f"U{i % 2}", "在职", "2024-02-01", None))  # type: ignore[index]
+        else:
+            rows.append((*base, card(i), f"U{i % 2}", "在职", "2020-01-01", None))
+    return write_csv(path, ROSTER_HEADER, rows)
+
+
+def month(ws: Path, tmp: Path, m: int, roster: Path) -> list[dict[str, str]]:
+    """Run the batch of month ``m`` of 2024 and return its payouts.csv."""
+    s = write_csv(tmp / f"s{m}.csv", SETTLEMENT_HEADER, month_rows(m))
+    result = run(ws, f"2024-{m:02d}", s, roster)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    return read(ws / "reports" / f"2024-{m:02d}" / "payouts.csv")
+
+
+def bank_return(
+    path: Path,
+    payouts: list[dict[str, str]],
+    failed: frozenset[str] | set[str] = frozenset(),
+    *,
+    zh: bool = False,
+) -> Path:
+    """What the bank sends back: one row per payment, ``failed`` ones failed."""
+    rows = [
+        (
+            p["payment_id"],
+            p["card_no"],
+            p["amount"],
+            ("失败" if zh else "failed")
+            if p["payment_id"] in failed
+            else ("成功" if zh else "success"),
+            "卡号已注销" if p["payment_id"] in failed else "",
+        )
+        for p in payouts
+    ]
+    if zh:  # Chinese headers, GB18030, amounts as the bank writes them
+        rows = [(a, b, f"¥{Decimal(c):,.2f}", d, e) for a, b, c, d, e in rows]
+        return write_csv(path, BANK_HEADER_ZH, rows, encoding="gb18030")
+    return write_csv(path, BANK_HEADER, rows)
+
+
+def reconcile(ws: Path, path: Path) -> tuple[int, dict[str, object]]:
+    result = cli("reconcile", "-w", ws, "--bank-return", path, "--json")
+    # with --json stdout is the JSON; an exit-3 sentence follows it on stderr
+    out = result.output
+    return result.exit_code, json.loads(out[: out.rindex("}") + 1])
+
+
+def total(rows: list[dict[str, str]], col: str = "amount") -> Decimal:
+    return sum((Decimal(r[col]) for r in rows), Decimal(0))
+
+
+def lines_total(ws: Path, period: str) -> Decimal:
+    return total(read(ws / "reports" / period / "payout_lines.csv"), "payout")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return init_workspace(tmp_path / "ws", {"test-plan.toml": SIMPLE_RULE})
+
+
+def test_full_cycle_reissues_failures_to_the_current_card_and_balances_to_the_fen(
+    ws: Path, tmp_path: Path
+) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    assert len(jan) >= 4 and not any(p["retry_of"] for p in jan)
+    failed = jan[1]
+    member = failed["member_id"]
+
+    # January's return: one payment failed
+    ret1 = bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]})
+    code, out = reconcile(ws, ret1)
+    assert code == 3
+    assert out["counts"] == {"success": len(jan) - 1, "failed": 1}
+    assert out["periods"] == ["2024-01"] and out["already_recorded"] is False
+    assert [(p["payment_id"], p["result"], p["reason"]) for p in out["problems"]] == [  # type: ignore[attr-defined]
+        (failed["payment_id"], "failed", "卡号已注销")
+    ]
+    assert out["amounts"]["failed"] == failed["amount"]  # type: ignore[index]
+
+    # the same file again (under another name): recorded once, same answer, exit 3 again
+    recorded = ledger_rows(ws, "bank_returns", "return_id, line_number")
+    copy = tmp_path / "ret1-again.csv"
+    copy.write_bytes(ret1.read_bytes())
+    code, again = reconcile(ws, copy)
+    assert code == 3 and again["already_recorded"] is True
+    assert again["counts"] == out["counts"] and again["return_id"] == out["return_id"]
+    human = cli("reconcile", "-w", ws, "--bank-return", ret1)
+    assert human.exit_code == 3 and "already reconciled" in human.output
+    assert "nothing changed" in human.output
+    assert ledger_rows(ws, "bank_returns", "return_id, line_number") == recorded
+
+    # February: the member's card was re-issued on 2024-02-01
+    new_card = "6222999999999999"
+    r2 = roster_file(tmp_path / "r2.csv", new_card={member: new_card})
+    feb = month(ws, tmp_path, 2, r2)
+    retries = [p for p in feb if p["retry_of"]]
+    assert retries == [
+        {
+            "payment_id": f"2024-02-{member}-R1",
+            "member_id": member,
+            "name": failed["name"],
+            "card_no": new_card,
+            "unit_code": failed["unit_code"],
+            "amount": failed["amount"],
+            "lines": "0",
+            "retry_of": failed["payment_id"],
+        }
+    ]
+    regular = [p for p in feb if not p["retry_of"]]
+    assert f"2024-02-{member}" in {p["payment_id"] for p in regular}  # no collision
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text("utf-8"))
+    balance = summary["balance"]
+    assert balance["balanced"] is True
+    assert (balance["retries"], balance["retries_total"]) == (1, failed["amount"])
+    # lines = regular payments (no clawbacks here), to the fen; retries apart
+    assert total(regular) == lines_total(ws, "2024-02") == Decimal(balance["payments_total"])
+    assert total(feb) == lines_total(ws, "2024-02") + Decimal(failed["amount"])
+
+    # February's return: the retry fails again (Chinese headers, GB18030, ¥1,234.50)
+    ret2 = bank_return(tmp_path / "ret2.csv", feb, {f"2024-02-{member}-R1"}, zh=True)
+    code, out2 = reconcile(ws, ret2)
+    assert code == 3 and out2["counts"] == {"success": len(feb) - 1, "failed": 1}
+
+    # March re-issues the retry, naming it
+    mar = month(ws, tmp_path, 3, r2)
+    assert [
+        (p["payment_id"], p["retry_of"], p["card_no"], p["amount"]) for p in mar if p["retry_of"]
+    ] == [(f"2024-03-{member}-R1", f"2024-02-{member}-R1", new_card, failed["amount"])]
+    code, out3 = reconcile(ws, bank_return(tmp_path / "ret3.csv", mar))
+    assert code == 0 and out3["counts"] == {"success": len(mar)} and out3["problems"] == []
+    clean = cli("reconcile", "-w", ws, "--bank-return", bank_return(tmp_path / "r3b.csv", mar[:1]))
+    assert clean.exit_code == 0  # a subset already answered raises no missing rows
+
+    # April: nothing left to re-issue
+    apr = month(ws, tmp_path, 4, r2)
+    assert not [p for p in apr if p["retry_of"]]
+
+    # Every fen adjudicated in January to March reached a card exactly once.
+    paid = ledger_rows(
+        ws,
+        """(SELECT sum(p.amount) FROM payments p JOIN (
+               SELECT payment_id, result FROM bank_returns WHERE line_number IS NOT NULL
+               QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY return_id DESC) = 1
+           ) b USING (payment_id) WHERE b.result = 'success')""",
+        "1",
+    )[0][0]
+    adjudicated = sum(lines_total(ws, f"2024-0{m}") for m in (1, 2, 3))
+    assert Decimal(str(paid)) == adjudicated
+
+
+def test_every_kind_of_discrepancy_exits_3_and_is_listed(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    missing, mismatched, doubled = jan[0], jan[1], jan[2]
+    rows = [
+        (p["payment_id"], p["card_no"], p["amount"], "success", "") for p in jan if p is not missing
+    ]
+    rows[0] = (mismatched["payment_id"], mismatched["card_no"], "0.01", "success", "")
+    rows.append((doubled["payment_id"], doubled["card_no"], doubled["amount"], "failed", "x"))
+    rows.append(("2024-01-NOBODY", "1", "5.00", "success", ""))
+    rows.append((jan[3]["payment_id"], "", "12.3.4", "success", ""))  # not an amount
+    rows.append(("2024-01-M9", "", "1.00", "maybe", ""))  # not a status
+    ret = write_csv(tmp_path / "ret.csv", BANK_HEADER, rows)
+    code, out = reconcile(ws, ret)
+    assert code == 3
+    assert out["counts"] == {
+        "success": len(jan) - 2,
+        "amount_mismatch": 1,
+        "duplicate_row": 1,
+        "unknown_payment": 1,
+        "unreadable": 2,
+        "no_return_row": 1,
+    }
+    results = {(p["payment_id"], p["result"]) for p in out["problems"]}  # type: ignore[attr-defined]
+    assert (missing["payment_id"], "no_return_row") in results
+    assert (mismatched["payment_id"], "amount_mismatch") in results
+    assert (doubled["payment_id"], "duplicate_row") in results  # the first row counts
+    mism = next(p for p in out["problems"] if p["result"] == "amount_mismatch")  # type: ignore[attr-defined]
+    assert (mism["amount"], mism["issued_amount"]) == ("0.01", mismatched["amount"])
+    unreadable = [p for p in out["problems"] if p["result"] == "unreadable"]  # type: ignore[attr-defined]
+    assert [p["line_number"] for p in unreadable] == [len(rows), len(rows) + 1]
+    assert "12.3.4" in unreadable[0]["reason"] and "maybe" in unreadable[1]["reason"]
+
+    human = cli("reconcile", "-w", ws, "--bank-return", ret)
+    assert human.exit_code == 3
+    assert "amount_mismatch" in human.output and "2024-01-NOBODY" in human.output
+    assert "error:" in human.output and "discrepancies" in human.output
+    # nothing of this is re-issued: only a clear 'failed' is
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r1b.csv"))
+    assert not [p for p in feb if p["retry_of"]]
+
+
+def test_a_batch_answered_in_two_files_raises_no_false_missing_rows(
+    ws: Path, tmp_path: Path
+) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    half = len(jan) // 2
+    code, first = reconcile(ws, bank_return(tmp_path / "a.csv", jan[:half]))
+    assert code == 3 and first["counts"] == {"success": half, "no_return_row": len(jan) - half}
+    failed = jan[-1]["payment_id"]
+    code, second = reconcile(ws, bank_return(tmp_path / "b.csv", jan[half:], {failed}))
+    assert code == 3 and second["counts"] == {"success": len(jan) - half - 1, "failed": 1}
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    assert [p["retry_of"] for p in feb if p["retry_of"]] == [failed]
+
+
+def test_a_retry_waits_for_a_roster_that_lists_the_member(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv", without={failed["member_id"]}))
+    assert not [p for p in feb if p["retry_of"]]  # no card to pay to
+    mar = month(ws, tmp_path, 3, roster_file(tmp_path / "r3.csv"))
+    assert [(p["payment_id"], p["retry_of"]) for p in mar if p["retry_of"]] == [
+        (f"2024-03-{failed['member_id']}-R1", failed["payment_id"])
+    ]
+
+
+def test_success_reported_after_a_reissue_is_a_discrepancy(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
+    month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    # the bank now says the January payment went through after all
+    code, out = reconcile(ws, bank_return(tmp_path / "late.csv", [failed]))
+    assert code == 3 and out["counts"] == {"paid_after_reissue": 1}
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+def test_excel_and_parquet_returns_read_like_csv(ws: Path, tmp_path: Path, fmt: str) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    frame = pl.DataFrame(
+        {
+            "支付编号": [p["payment_id"] for p in jan],
+            "卡号": [p["card_no"] for p in jan],
+            "金额": [p["amount"] for p in jan],
+            "状态": ["失败"] + ["成功"] * (len(jan) - 1),
+            "原因": ["账户冻结"] + [""] * (len(jan) - 1),
+        }
+    )
+    path = tmp_path / f"ret.{fmt}"
+    if fmt == "xlsx":
+        frame.write_excel(path)
+    else:
+        frame.write_parquet(path)
+    code, out = reconcile(ws, path)
+    assert code == 3 and out["counts"] == {"success": len(jan) - 1, "failed": 1}
+    assert out["problems"][0]["reason"] == "账户冻结"  # type: ignore[index]
+
+
+def test_a_missing_column_is_a_usage_error_and_records_nothing(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    ret = write_csv(
+        tmp_path / "ret.csv",
+        ("payment_id", "card_no", "status"),
+        [(p["payment_id"], p["card_no"], "success") for p in jan],
+    )
+    result = cli("reconcile", "-w", ws, "--bank-return", ret)
+    assert result.exit_code == 2 and "amount" in result.output and "ret.csv" in result.output
+    assert ledger_rows(ws, "bank_returns", "1") == []
+
+
+def test_reconcile_waits_for_the_workspace_lock(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    lock = ws / "twopay.lock"
+    lock.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "command": "run --period 2024-02"}
+        )
+    )
+    try:
+        result = cli("reconcile", "-w", ws, "--bank-return", bank_return(tmp_path / "r.csv", jan))
+        assert result.exit_code == 5 and "run --period 2024-02" in result.output
+    finally:
+        lock.unlink()
+    assert ledger_rows(ws, "bank_returns", "1") == []
