@@ -1,36 +1,115 @@
 """The identity stage, spec section 3: whose bill is it?
 
-Set-based in DuckDB: IDs are normalised and validated in SQL and matched to
-the roster with a join. Only the residue touches Python, in batches: pairs
-whose names differ (opencc and pypinyin), and the names of settlements whose
-ID was not found (to look for a roster person one digit away, which is again
-a join, blocked on the name).
+Set-based in DuckDB. ID numbers are normalised and validated in SQL and
+matched to the roster with one join; equal names are settled in SQL too. Only
+the residue touches Python, in batches of distinct values: name pairs that
+differ (opencc, pypinyin), and the few values that still need NFKC.
 
-Reads ``id_input(row_key, id_raw, name, service_date)`` and ``roster`` (with
-person_key and name_norm filled by prepare_roster); writes ``id_result`` with
-one row per input row.
+The search for a roster person one digit away (rule 4) is a join as well: for
+each unmatched ID we generate, in SQL, only those one-substitution and
+one-adjacent-transposition variants whose check character comes out right
+(integer arithmetic on the MOD 11-2 sum, at most about 35 per ID), and join
+them to the roster on person_key.
+
+Tables:
+  reads   id_input(row_key, id_raw, name, service_date)
+          roster(record_key, member_id, name, id_number, ..., valid_from, valid_to,
+                 person_key, name_norm)   -- person_key, name_norm: prepare_roster
+  writes  id_result (temp; one row per id_input row, see ID_RESULT_COLUMNS)
+          roster_id_problem (temp; prepare_roster: record_key, id_problem)
+Scratch tables are temp tables named identity_*.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import date
 
 import duckdb
 import pyarrow as pa
 
 from twopay.identity.idnumber import (
+    CHECK_CHARS,
     PROBLEMS,
+    WEIGHTS,
+    check_char_sql,
+    clean_id,
+    id_clean_sql,
+    id_digits_sql,
+    id_from_clean_sql,
     id_normalise_sql,
     id_problem_sql,
     mask_id_sql,
+    normalise_id,
 )
-from twopay.identity.names import compare_many, name_norm_sql, to_simplified_many
+from twopay.identity.names import (
+    compare_many,
+    name_norm_sql,
+    normalise_name,
+    pinyin_key,
+    to_simplified_many,
+)
 
+OUTCOMES = (
+    "exact",
+    "homophone",
+    "probable_name_typo",
+    "name_mismatch",
+    "probable_id_typo",
+    "invalid_id_number",
+    "not_a_member",
+)
 ACCEPTED = ("exact", "homophone")
+HELD = ("probable_name_typo", "probable_id_typo")
+
+ID_RESULT_COLUMNS = (
+    "row_key BIGINT",
+    "id_norm VARCHAR",  # normalised ID (the cleaned text when invalid)
+    "id_problem VARCHAR",  # NULL when valid, else a key of idnumber.PROBLEMS
+    "outcome VARCHAR",  # one of OUTCOMES
+    "match VARCHAR",  # exact | traditional | homophone for accepted rows, else NULL
+    "person_key VARCHAR",
+    "record_key BIGINT",
+    "candidate_member_id VARCHAR",
+    "detail VARCHAR",  # one English sentence, IDs masked
+    "evidence VARCHAR",  # JSON text
+)
+
+_ASCII_ONLY = "^[\\x00-\\x7F]*$"
+
+# The roster record to use for a settlement: the one valid on the service
+# date, else the person's latest (spec 2.1, 5). An arg_max key, largest wins.
+_RECORD_ORDER = (
+    "(r.valid_from <= i.service_date AND (r.valid_to IS NULL OR i.service_date <= r.valid_to), "
+    "r.valid_from, r.record_key)"
+)
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, list]) -> None:
+    """Materialise a small Python result as a temp table (all VARCHAR except row_key)."""
+    schema = pa.schema(
+        [(c, pa.int64() if c in ("row_key", "record_key") else pa.string()) for c in columns]
+    )
+    view = f"_{name}_arrow"
+    con.register(view, pa.table(columns, schema=schema))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+# -- the roster ---------------------------------------------------------------------
 
 
 def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    """Fill roster.person_key (the normalised ID) and roster.name_norm."""
+    """Fill roster.person_key (the normalised ID; the cleaned text when
+    invalid) and roster.name_norm, adding the columns when missing; record the
+    roster's invalid IDs in temp table roster_id_problem(record_key, id_problem)."""
+    have = {row[0] for row in con.execute("DESCRIBE roster").fetchall()}
+    for col in ("person_key", "name_norm"):
+        if col not in have:
+            con.execute(f"ALTER TABLE roster ADD COLUMN {col} VARCHAR")
     con.execute(
         f"""
         UPDATE roster SET
@@ -38,203 +117,411 @@ def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
             name_norm = {name_norm_sql("name")}
         """
     )
-
-
-def roster_invalid_ids(con: duckdb.DuckDBPyConnection, today: date) -> list[int]:
-    """Roster records whose ID number is not valid (they can never match)."""
-    rows = con.execute(
-        f"SELECT record_key FROM roster WHERE {id_problem_sql('person_key', '?::DATE')} IS NOT NULL "
-        "ORDER BY 1",
-        [today],
+    # Cells the reader did not NFKC (roster tables built elsewhere): Python.
+    odd = con.execute(
+        f"SELECT record_key, id_number FROM roster WHERE NOT regexp_matches(id_number, '{_ASCII_ONLY}')"
     ).fetchall()
-    return [r[0] for r in rows]
-
-
-def match_identities(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    # 1. normalise and validate every ID, then find the person's record: the
-    #    one valid on the service date, else their latest (spec 5).
+    if odd:
+        _register(
+            con,
+            "identity_roster_fix",
+            {"record_key": [r[0] for r in odd], "person_key": [normalise_id(r[1]) for r in odd]},
+        )
+        con.execute(
+            """
+            UPDATE roster SET person_key = f.person_key
+            FROM identity_roster_fix f WHERE roster.record_key = f.record_key
+            """
+        )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE idn AS
-        WITH n AS (
-            SELECT row_key, id_raw, service_date, {name_norm_sql("name")} AS name_norm,
-                   {id_normalise_sql("id_raw")} AS id_norm
-            FROM id_input
-        )
-        SELECT *, {id_problem_sql("id_norm", "?::DATE")} AS id_problem FROM n
+        CREATE OR REPLACE TEMP TABLE roster_id_problem AS
+        SELECT record_key, id_problem FROM (
+            SELECT record_key, {id_problem_sql("person_key", "$today", "n17")} AS id_problem
+            FROM (SELECT record_key, person_key, {id_digits_sql("person_key")} AS n17 FROM roster)
+        ) WHERE id_problem IS NOT NULL
         """,
-        [today],
+        {"today": today},
     )
+
+
+def roster_invalid_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """record_keys of roster records whose ID number is invalid (they can never
+    match); prepare_roster must have run. Codes: table roster_id_problem."""
+    return [
+        r[0] for r in con.execute("SELECT record_key FROM roster_id_problem ORDER BY 1").fetchall()
+    ]
+
+
+# -- settlements --------------------------------------------------------------------
+
+
+def match_identities(
+    con: duckdb.DuckDBPyConnection, today: date, timings: dict[str, float] | None = None
+) -> None:
+    """Decide spec 3 rules 1-4 for every id_input row; write temp table id_result.
+    ``timings``, when given, receives the seconds each step took."""
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("normalise IDs and names", lambda: _normalise_input(con, today)),
+        ("find roster records", lambda: _find_records(con)),
+        ("compare differing names", lambda: _compare_found_names(con)),
+        ("search one-digit-away IDs", lambda: _find_id_typo_candidates(con)),
+        ("write id_result", lambda: _write_result(con)),
+    ]
+    for label, step in steps:
+        start = time.perf_counter()
+        step()
+        if timings is not None:
+            timings[label] = time.perf_counter() - start
+
+
+def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
+    clean = id_clean_sql("id_raw")
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE id_found AS
-        SELECT i.row_key, r.record_key, r.person_key, r.member_id, r.name_norm AS roster_name
-        FROM idn i
-        JOIN roster r ON r.person_key = i.id_norm
-        WHERE i.id_problem IS NULL
-        QUALIFY row_number() OVER (
-            PARTITION BY i.row_key
-            ORDER BY (r.valid_from <= i.service_date
-                      AND (r.valid_to IS NULL OR i.service_date <= r.valid_to)) DESC,
-                     r.valid_from DESC, r.record_key DESC) = 1
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_ids AS
+        WITH c AS (
+            SELECT row_key, id_raw, service_date, coalesce(name, '') AS name_given,
+                   {name_norm_sql("name")} AS name_norm, {clean} AS id_clean
+            FROM id_input
+        ), n AS (
+            SELECT *, {id_from_clean_sql("id_clean")} AS id_norm FROM c
+        ), d AS (
+            SELECT *, {id_digits_sql("id_norm")} AS n17 FROM n
+        )
+        SELECT row_key, id_raw, service_date, name_given, name_norm, id_norm, n17,
+               {id_problem_sql("id_norm", "$today", "n17")} AS id_problem,
+               length(id_clean) = 15 AND length(id_norm) = 18 AS legacy
+        FROM d
+        """,
+        {"today": today},
+    )
+    # IDs with non-ASCII characters were not NFKC-normalised by a reader (full-
+    # width digits): the Python twin normalises them, then SQL validates again.
+    odd = con.execute(
+        f"SELECT row_key, id_raw FROM identity_ids WHERE NOT regexp_matches(id_raw, '{_ASCII_ONLY}')"
+    ).fetchall()
+    if odd:
+        _register(
+            con,
+            "identity_input_fix",
+            {"row_key": [r[0] for r in odd], "id_clean": [clean_id(r[1]) for r in odd]},
+        )
+        con.execute(
+            f"""
+            UPDATE identity_ids SET id_norm = f.id_norm, n17 = f.n17, id_problem = f.id_problem,
+                                    legacy = f.legacy
+            FROM (
+                SELECT row_key, id_norm, {id_digits_sql("id_norm")} AS n17,
+                       {id_problem_sql("id_norm", "$today")} AS id_problem,
+                       length(id_clean) = 15 AND length(id_norm) = 18 AS legacy
+                FROM (SELECT *, {id_from_clean_sql("id_clean")} AS id_norm
+                      FROM identity_input_fix)
+            ) f
+            WHERE identity_ids.row_key = f.row_key
+            """,
+            {"today": today},
+        )
+
+
+def _find_records(con: duckdb.DuckDBPyConnection) -> None:
+    """Rule 1's join: a valid ID found in the roster, and its record for the
+    service date (else the latest)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_found AS
+        WITH pick AS (
+            SELECT i.row_key, arg_max(r.record_key, {_RECORD_ORDER}) AS record_key
+            FROM identity_ids i JOIN roster r ON r.person_key = i.id_norm
+            WHERE i.id_problem IS NULL
+            GROUP BY i.row_key
+        )
+        SELECT p.row_key, p.record_key, r.person_key, r.member_id, r.name_norm AS roster_name
+        FROM pick p JOIN roster r ON r.record_key = p.record_key
         """
     )
-    # 2. names that differ: compare the distinct pairs in Python, in one batch.
+
+
+def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:
+    """Rules 1-3 for names that differ in SQL: distinct pairs, one Python batch."""
     pairs = con.execute(
         """
         SELECT DISTINCT i.name_norm, f.roster_name
-        FROM idn i JOIN id_found f USING (row_key)
+        FROM identity_ids i JOIN identity_found f USING (row_key)
         WHERE i.name_norm IS DISTINCT FROM f.roster_name
-        ORDER BY 1, 2
         """
     ).fetchall()
-    levels = compare_many([(a or "", b or "") for a, b in pairs])
-    con.register(
-        "_name_levels",
-        pa.table(
-            {
-                "name_norm": [p[0] for p in pairs],
-                "roster_name": [p[1] for p in pairs],
-                "level": levels,
-            },
-            schema=pa.schema(
-                [("name_norm", pa.string()), ("roster_name", pa.string()), ("level", pa.string())]
-            ),
-        ),
-    )
-    con.execute("CREATE OR REPLACE TEMP TABLE name_levels AS SELECT * FROM _name_levels")
-    con.unregister("_name_levels")
-    # 3. IDs invalid or not found: a roster person one substitution or one
-    #    adjacent transposition away with the same (simplified) name.
-    residue_names = [
-        r[0]
-        for r in con.execute(
-            """
-            SELECT DISTINCT name_norm FROM idn
-            WHERE row_key NOT IN (SELECT row_key FROM id_found) AND name_norm IS NOT NULL
-            ORDER BY 1
-            """
-        ).fetchall()
-    ]
-    simple = to_simplified_many(residue_names)
-    con.register(
-        "_residue_names",
-        pa.table(
-            {"name_norm": residue_names, "simple": simple},
-            schema=pa.schema([("name_norm", pa.string()), ("simple", pa.string())]),
-        ),
-    )
-    con.execute("CREATE OR REPLACE TEMP TABLE residue_names AS SELECT * FROM _residue_names")
-    con.unregister("_residue_names")
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE id_candidates AS
-        WITH residue AS (
-            SELECT i.row_key, i.id_norm, i.service_date, n.name_norm, n.simple
-            FROM idn i JOIN residue_names n USING (name_norm)
-            WHERE i.row_key NOT IN (SELECT row_key FROM id_found) AND length(i.id_norm) = 18
-        ),
-        -- blocked on the name (as given, and in Simplified characters): two
-        -- equi-joins, so the edit distance is computed only within a name
-        same_name AS (
-            SELECT r.row_key, r.id_norm, p.person_key, p.member_id
-            FROM residue r JOIN roster p ON p.name_norm = r.name_norm
-            UNION
-            SELECT r.row_key, r.id_norm, p.person_key, p.member_id
-            FROM residue r JOIN roster p ON p.name_norm = r.simple
-            WHERE r.simple <> r.name_norm
-        ),
-        near AS (
-            SELECT row_key, person_key, member_id FROM same_name
-            WHERE length(person_key) = 18 AND person_key <> id_norm
-              AND damerau_levenshtein(person_key, id_norm) = 1
-        ),
-        counted AS (
-            SELECT row_key, count(DISTINCT person_key) AS n, min(person_key) AS person_key,
-                   string_agg(DISTINCT member_id, ', ' ORDER BY member_id) AS members
-            FROM near GROUP BY row_key
+    levels = compare_many([(a, b) for a, b in pairs])
+    sounds = [
+        " ".join(pinyin_key(s)) if lvl == "homophone" else None
+        for lvl, s in zip(
+            levels, to_simplified_many([normalise_name(p[0]) for p in pairs]), strict=True
         )
-        SELECT c.row_key, c.n, c.person_key, rec.record_key, rec.member_id, c.members
-        FROM counted c
-        JOIN residue r USING (row_key)
-        JOIN roster rec ON rec.person_key = c.person_key
-        QUALIFY row_number() OVER (
-            PARTITION BY c.row_key
-            ORDER BY (rec.valid_from <= r.service_date
-                      AND (rec.valid_to IS NULL OR r.service_date <= rec.valid_to)) DESC,
-                     rec.valid_from DESC, rec.record_key DESC) = 1
+    ]
+    _register(
+        con,
+        "identity_name_level",
+        {
+            "name_norm": [p[0] for p in pairs],
+            "roster_name": [p[1] for p in pairs],
+            "level": levels,
+            "pinyin": sounds,
+        },
+    )
+
+
+# The one-edit variants of an ID, as (kind, p, c) rows: 's' substitutes digit
+# c at position p (1-17), 'k' replaces the check character, 't' swaps p and
+# p+1 (p = 17 swaps the last digit with the check character).
+_EDITS_SQL = """
+    SELECT 's' AS kind, p::INTEGER AS p, c::INTEGER AS c FROM range(1, 18) a(p), range(0, 10) b(c)
+    UNION ALL SELECT 't', p::INTEGER, NULL FROM range(1, 18) a(p)
+    UNION ALL SELECT 'k', 18, NULL
+"""
+
+
+def _variants_sql() -> str:
+    """SQL over identity_probe x edits: the variants of each all-digit ID whose
+    check character is right, as (row_key, variant). For an ID that came from
+    a 15-digit legacy number the check character was computed by us, so the
+    edits are in its 15 digits (not the inserted '19') and the check is
+    recomputed (spec 3: a typo in the legacy number as written)."""
+    w = "[" + ", ".join(map(str, WEIGHTS)) + "]"
+    pow10 = "([" + ", ".join(str(10 ** (17 - p)) for p in range(1, 18)) + "]::BIGINT[])"
+
+    def digit(pos: str) -> str:
+        return f"((q.n17 // {pow10}[{pos}]) % 10)"
+
+    def mod11(x: str) -> str:
+        return f"((({x}) % 11 + 11) % 11)"
+
+    def check_of(s: str) -> str:
+        return f"substr('{CHECK_CHARS}', ({s})::INTEGER + 1, 1)"
+
+    d, d1 = digit("e.p"), digit("e.p + 1")
+    s_sub = mod11(f"q.s + {w}[e.p] * (e.c - {d})")
+    s_swap = mod11(f"q.s + ({w}[e.p] - {w}[e.p + 1]) * ({d1} - {d})")
+    check_digit = "TRY_CAST(right(q.id, 1) AS INTEGER)"
+    s_swap17 = mod11(f"q.s + 2 * ({check_digit} - {d})")
+    return f"""
+        SELECT q.row_key, e.kind, e.p, CASE
+            WHEN e.kind = 's' THEN left(q.id, e.p - 1) || e.c::VARCHAR || substr(q.id, e.p + 1, 17 - e.p)
+                || CASE WHEN q.legacy THEN {check_of(s_sub)} ELSE right(q.id, 1) END
+            WHEN e.kind = 'k' THEN left(q.id, 17) || {check_of("q.s")}
+            WHEN e.p = 17 THEN left(q.id, 16) || right(q.id, 1) || substr(q.id, 17, 1)
+            ELSE left(q.id, e.p - 1) || substr(q.id, e.p + 1, 1) || substr(q.id, e.p, 1)
+                || substr(q.id, e.p + 2, 16 - e.p)
+                || CASE WHEN q.legacy THEN {check_of(s_swap)} ELSE right(q.id, 1) END
+            END AS variant
+        FROM identity_probe q, ({_EDITS_SQL}) e
+        WHERE q.n17 IS NOT NULL AND CASE
+            WHEN e.kind = 's' THEN e.c <> {d} AND CASE
+                WHEN q.legacy THEN e.p NOT IN (7, 8) ELSE {s_sub} = q.v END
+            WHEN e.kind = 'k' THEN NOT q.legacy AND q.v <> q.s
+            WHEN e.p = 17 THEN NOT q.legacy AND {check_digit} IS NOT NULL
+                AND {check_digit} <> {d} AND {check_of(s_swap17)} = substr(q.id, 17, 1)
+            ELSE {d} <> {d1} AND CASE
+                WHEN q.legacy THEN e.p NOT IN (6, 7, 8) ELSE {s_swap} = q.v END
+        END
+    """
+
+
+def _odd_variants_sql() -> str:
+    """Variants of IDs that are not 17 digits and a check character (a letter
+    typed for a digit): few rows, so every edit is built and then tested."""
+    return f"""
+        SELECT row_key, kind, p, variant FROM (
+            SELECT q.row_key, e.kind, e.p, CASE
+                WHEN e.kind = 's' THEN left(q.id, e.p - 1) || e.c::VARCHAR || substr(q.id, e.p + 1)
+                WHEN e.kind = 't' THEN left(q.id, e.p - 1) || substr(q.id, e.p + 1, 1)
+                    || substr(q.id, e.p, 1) || substr(q.id, e.p + 2)
+                END AS variant
+            FROM identity_probe q, ({_EDITS_SQL}) e
+            WHERE q.n17 IS NULL AND e.kind IN ('s', 't')
+        )
+        WHERE regexp_full_match(variant, '[0-9]{{17}}[0-9X]')
+          AND {check_char_sql("TRY_CAST(left(variant, 17) AS BIGINT)")} = right(variant, 1)
+    """
+
+
+def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection) -> None:
+    """Rule 4: roster people one digit substitution or adjacent transposition
+    away from an ID that is invalid or not found, with the same name."""
+    w_terms = " + ".join(f"((n17 // {10 ** (16 - i)}) % 10) * {w}" for i, w in enumerate(WEIGHTS))
+    # Excel-mangled values are never guessed (spec 3); other lengths cannot be
+    # one substitution or transposition from an 18-character ID.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_probe AS
+        WITH q AS (
+            SELECT i.row_key, i.id_norm AS id, i.legacy, i.name_norm, i.service_date,
+                   CASE WHEN regexp_full_match(left(i.id_norm, 17), '[0-9]{{17}}')
+                        THEN i.n17 END AS n17,
+                   strpos('{CHECK_CHARS}', right(i.id_norm, 1)) - 1 AS v
+            FROM identity_ids i ANTI JOIN identity_found f USING (row_key)
+            WHERE length(i.id_norm) = 18 AND i.id_problem IS DISTINCT FROM 'excel_mangled'
+        )
+        SELECT *, ({w_terms}) % 11 AS s FROM q
         """
     )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_near AS
+        WITH v AS ({_variants_sql()} UNION ALL {_odd_variants_sql()})
+        SELECT DISTINCT v.row_key, r.record_key, r.person_key, r.name_norm,
+               CASE v.kind WHEN 's' THEN 'digit ' || v.p || ' differs'
+                           WHEN 'k' THEN 'the check character differs'
+                           ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
+                   AS edit
+        FROM v JOIN roster r ON r.person_key = v.variant
+        ANTI JOIN roster_id_problem bad ON bad.record_key = r.record_key
+        """
+    )
+    # Same name: equal in SQL, or (few pairs) equal once NFKC and
+    # Traditional->Simplified are applied in Python.
+    pairs = con.execute(
+        """
+        SELECT DISTINCT q.name_norm, n.name_norm
+        FROM identity_near n JOIN identity_probe q USING (row_key)
+        WHERE q.name_norm IS DISTINCT FROM n.name_norm
+        """
+    ).fetchall()
+    same = [
+        p
+        for p, lvl in zip(pairs, compare_many(pairs), strict=True)
+        if lvl in ("exact", "traditional")
+    ]
+    _register(
+        con, "identity_near_same", {"given": [p[0] for p in same], "roster": [p[1] for p in same]}
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_candidates AS
+        WITH same AS (
+            SELECT n.*, q.service_date
+            FROM identity_near n JOIN identity_probe q USING (row_key)
+            WHERE q.name_norm = n.name_norm
+               OR EXISTS (SELECT 1 FROM identity_near_same s
+                          WHERE s.given = q.name_norm AND s.roster = n.name_norm)
+        ),
+        people AS (
+            -- the whole person (any of their records) is the candidate
+            SELECT DISTINCT s.row_key, s.person_key, s.service_date, s.edit FROM same s
+        ),
+        per_person AS (
+            -- and the record to name: valid on the service date, else the latest
+            SELECT p.row_key, p.person_key, any_value(p.edit) AS edit,
+                   arg_max(r.record_key, {_RECORD_ORDER.replace("i.", "p.")}) AS record_key
+            FROM people p JOIN roster r ON r.person_key = p.person_key
+            GROUP BY p.row_key, p.person_key
+        )
+        -- one row per settlement; the single-candidate columns mean something
+        -- only when n = 1
+        SELECT pp.row_key, count(*) AS n,
+               string_agg(r.member_id, ', ' ORDER BY r.member_id) AS members,
+               any_value(pp.person_key) AS person_key, any_value(pp.record_key) AS record_key,
+               any_value(r.member_id) AS member_id, any_value(r.name_norm) AS roster_name,
+               any_value(pp.edit) AS edit
+        FROM per_person pp JOIN roster r ON r.record_key = pp.record_key
+        GROUP BY pp.row_key
+        """
+    )
+
+
+def _write_result(con: duckdb.DuckDBPyConnection) -> None:
+    """One row per input row: rules 1-4 in order (spec 3), detail and evidence."""
     problems = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROBLEMS.items())
+    given = f"coalesce(nullif({mask_id_sql('id_norm')}, ''), '(empty)')"
+    cand = mask_id_sql("c_person")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_result AS
         WITH decided AS (
-            SELECT i.row_key, i.id_norm, i.id_problem, i.name_norm, i.id_raw,
-                f.record_key AS f_record, f.person_key AS f_person, f.member_id AS f_member,
-                f.roster_name,
-                CASE WHEN f.row_key IS NULL THEN NULL
-                     WHEN i.name_norm = f.roster_name THEN 'exact'
-                     ELSE coalesce(l.level, 'name_mismatch') END AS level,
-                c.n AS candidates, c.person_key AS c_person, c.record_key AS c_record,
-                c.member_id AS c_member, c.members AS c_members
-            FROM idn i
-            LEFT JOIN id_found f USING (row_key)
-            LEFT JOIN name_levels l ON l.name_norm = i.name_norm AND l.roster_name = f.roster_name
-            LEFT JOIN id_candidates c USING (row_key)
+            SELECT i.row_key, i.id_raw, i.id_norm, i.id_problem, i.name_norm,
+                   f.record_key AS f_record, f.person_key AS f_person, f.member_id AS f_member,
+                   f.roster_name,
+                   CASE WHEN f.row_key IS NULL THEN NULL
+                        WHEN i.name_norm = f.roster_name THEN 'exact'
+                        ELSE l.level END AS level,
+                   l.pinyin,
+                   coalesce(c.n, 0) AS candidates, c.members AS c_members,
+                   CASE WHEN c.n = 1 THEN c.person_key END AS c_person,
+                   CASE WHEN c.n = 1 THEN c.record_key END AS c_record,
+                   CASE WHEN c.n = 1 THEN c.member_id END AS c_member,
+                   CASE WHEN c.n = 1 THEN c.roster_name END AS c_name,
+                   CASE WHEN c.n = 1 THEN c.edit END AS c_edit
+            FROM identity_ids i
+            LEFT JOIN identity_found f USING (row_key)
+            LEFT JOIN identity_name_level l
+                ON l.name_norm = i.name_norm AND l.roster_name = f.roster_name
+            LEFT JOIN identity_candidates c USING (row_key)
+        ),
+        outcome AS (
+            SELECT *,
+                CASE
+                    WHEN level IN ('exact', 'traditional') THEN 'exact'
+                    WHEN level IS NOT NULL THEN level
+                    WHEN candidates = 1 THEN 'probable_id_typo'
+                    WHEN id_problem IS NOT NULL THEN 'invalid_id_number'
+                    ELSE 'not_a_member'
+                END AS outcome,
+                CASE WHEN level IS NOT NULL THEN '3.' || CASE
+                        WHEN level IN ('exact', 'traditional') THEN '1'
+                        WHEN level = 'homophone' THEN '2' ELSE '3' END
+                     ELSE '3.4' END AS rule
+            FROM decided
         )
         SELECT
             row_key,
-            CASE WHEN id_problem IS NULL THEN id_norm END AS id_norm,
+            id_norm,
             id_problem,
-            CASE
-                WHEN level IN ('exact', 'traditional') THEN 'exact'
-                WHEN level = 'homophone' THEN 'homophone'
-                WHEN level IS NOT NULL THEN level
-                WHEN candidates = 1 THEN 'probable_id_typo'
-                WHEN id_problem IS NOT NULL THEN 'invalid_id_number'
-                ELSE 'not_a_member'
-            END AS outcome,
+            outcome,
             CASE WHEN level IN ('exact', 'traditional', 'homophone') THEN level END AS match,
             CASE WHEN level IS NOT NULL THEN f_person
                  WHEN candidates = 1 THEN c_person END AS person_key,
             CASE WHEN level IS NOT NULL THEN f_record
                  WHEN candidates = 1 THEN c_record END AS record_key,
-            -- the person a reviewer would confirm: the ID's owner for a name typo
-            CASE WHEN level = 'probable_name_typo' THEN f_member
-                 WHEN level IS NULL AND candidates = 1 THEN c_member END AS candidate_member_id,
-            CASE
-                WHEN level = 'exact' THEN 'ID and name match roster member ' || f_member
-                WHEN level = 'traditional' THEN 'name ' || name_norm || ' is ' || roster_name
-                    || ' in Simplified characters (roster member ' || f_member || ')'
-                WHEN level = 'homophone' THEN 'name ' || name_norm || ' sounds as '
-                    || roster_name || ' (roster member ' || f_member || '): accepted, flagged'
-                WHEN level = 'probable_name_typo' THEN 'name ' || name_norm
-                    || ' is one character from ' || roster_name || ' (roster member '
-                    || f_member || '): held for review'
-                WHEN level = 'name_mismatch' THEN 'name ' || name_norm || ' does not match '
-                    || roster_name || ' on roster member ' || f_member
-                WHEN candidates = 1 THEN 'ID ' || {mask_id_sql("id_norm")}
-                    || ' is not in the roster; member ' || c_member || ' of the same name has '
-                    || {mask_id_sql("c_person")} || ', one digit away: held for review'
-                WHEN candidates > 1 THEN 'ID ' || {mask_id_sql("id_norm")}
-                    || ' is not in the roster; ' || candidates::VARCHAR
-                    || ' roster people of the same name are one digit away (members '
-                    || c_members || '): not matched'
-                WHEN id_problem IS NOT NULL THEN 'ID ' || {mask_id_sql("id_norm")} || ' '
-                    || CASE id_problem {problems} END
-                ELSE 'ID ' || {mask_id_sql("id_norm")} || ' is valid but not in the roster'
+            -- the member a reviewer would confirm (held rows only)
+            CASE WHEN outcome = 'probable_name_typo' THEN f_member
+                 WHEN outcome = 'probable_id_typo' THEN c_member END AS candidate_member_id,
+            CASE outcome
+                WHEN 'exact' THEN CASE WHEN level = 'exact'
+                    THEN 'ID and name match roster member ' || f_member || '.'
+                    ELSE 'Name ' || name_norm || ' is roster member ' || f_member || '''s '
+                        || roster_name || ' in Simplified characters.' END
+                WHEN 'homophone' THEN 'Name ' || name_norm || ' sounds as roster member '
+                    || f_member || '''s ' || roster_name || ' (' || pinyin
+                    || '): accepted, flagged.'
+                WHEN 'probable_name_typo' THEN 'Name ' || name_norm
+                    || ' is one character from roster member ' || f_member || '''s '
+                    || roster_name || ': held for review.'
+                WHEN 'name_mismatch' THEN 'Name ' || name_norm || ' does not match roster member '
+                    || f_member || '''s ' || roster_name || ' for ID ' || {given} || '.'
+                WHEN 'probable_id_typo' THEN 'ID ' || {given} || ' '
+                    || coalesce(CASE id_problem {problems} END, 'is not in the roster')
+                    || '; roster member ' || c_member || ' of the same name has ' || {cand}
+                    || ' (' || c_edit || '): held for review.'
+                ELSE 'ID ' || {given} || ' '
+                    || coalesce(CASE id_problem {problems} END, 'is valid but not in the roster')
+                    || CASE WHEN candidates > 1 THEN '; ' || candidates::VARCHAR
+                        || ' roster members of the same name are one digit away ('
+                        || c_members || '), so none is chosen.' ELSE '.' END
             END AS detail,
-            -- evidence: a short record for the common exact match (cheap on
-            -- millions of rows), every compared value for the residue
-            CASE WHEN level = 'exact' AND id_raw = id_norm
-                THEN '{{"name_level":"exact","roster_member":' || to_json(f_member)::VARCHAR || '}}'
+            CASE WHEN outcome = 'exact' AND level = 'exact' THEN to_json({{
+                    'rule': rule, 'outcome': outcome, 'name_level': level,
+                    'roster_member': f_member, 'record_key': f_record}})::VARCHAR
                 ELSE to_json({{
-                'id_given': {mask_id_sql("id_raw")}, 'id_normalised': {mask_id_sql("id_norm")},
-                'id_problem': id_problem, 'name_given': name_norm, 'roster_name': roster_name,
-                'roster_member': f_member, 'name_level': level, 'candidates': candidates,
-                'candidate_members': c_members
-            }})::VARCHAR END AS evidence
-        FROM decided
+                    'rule': rule, 'outcome': outcome,
+                    'id_given': {mask_id_sql("id_raw")}, 'id_normalised': {given},
+                    'id_problem': id_problem, 'name_given': name_norm,
+                    'roster_name': coalesce(roster_name, c_name),
+                    'roster_member': coalesce(f_member, c_member),
+                    'record_key': coalesce(f_record, c_record),
+                    'name_level': level, 'pinyin': pinyin,
+                    'candidates': candidates, 'candidate_members': c_members,
+                    'candidate_id': CASE WHEN c_person IS NOT NULL THEN {cand} END,
+                    'candidate_edit': c_edit}})::VARCHAR
+            END AS evidence
+        FROM outcome
         """
     )

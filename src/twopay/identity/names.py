@@ -1,5 +1,9 @@
 """Names, spec section 3: NFKC, no white space, one middle dot, Traditional
-equal to Simplified (opencc), homophones by toneless pinyin (pypinyin)."""
+equal to Simplified (opencc), homophones by toneless pinyin (pypinyin).
+
+normalise_name and name_norm_sql are twins (the tests hold them together);
+everything else here runs only on the residue, in batches.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,32 @@ from functools import lru_cache
 from opencc import OpenCC
 from pypinyin import lazy_pinyin
 
-# the middle dots of minority names (· • ・ ･ . ．) all become ·
-DOTS = "·•・･.．‧∙"
-_DOT_RE = re.compile(f"[{re.escape(DOTS)}]")
+from twopay.identity.idnumber import SPACE_CLASS_SQL, SPACE_RE
+
+# The middle dot of minority names in its many spellings (spec 3 lists
+# · • ・ . ．; after NFKC ． is . and ･ is ・). A run of them is one dot.
+DOTS = "·•・･.．‧∙⋅"
+MIDDLE_DOT = "·"
+_DOTS_RE = re.compile(f"[{re.escape(DOTS)}]+")
+
+# Levels of a name comparison, best first.
+LEVELS = ("exact", "traditional", "homophone", "probable_name_typo", "name_mismatch")
 
 
-def normalise_name(name: str) -> str:
-    s = unicodedata.normalize("NFKC", name)
-    s = re.sub(r"\s+", "", s)
-    return _DOT_RE.sub("·", s)
+def normalise_name(name: str | None) -> str:
+    """NFKC, no white space, one middle dot (spec 3). None becomes ''."""
+    if not name:
+        return ""
+    s = SPACE_RE.sub("", unicodedata.normalize("NFKC", name))
+    return _DOTS_RE.sub(MIDDLE_DOT, s)
 
 
 def name_norm_sql(col: str) -> str:
-    """SQL for normalise_name (the reader has applied NFKC already)."""
-    dots = DOTS.replace("'", "''")
-    return f"regexp_replace(regexp_replace({col}, '\\s+', '', 'g'), '[{dots}]', '·', 'g')"
+    """SQL for normalise_name without the NFKC (the reader applied it)."""
+    return (
+        f"regexp_replace(regexp_replace(coalesce({col}, ''), '{SPACE_CLASS_SQL}', '', 'g'), "
+        f"'[{DOTS}]+', '{MIDDLE_DOT}', 'g')"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -33,51 +48,72 @@ def _t2s() -> OpenCC:
 
 
 def to_simplified_many(names: list[str]) -> list[str]:
-    """Traditional to Simplified for many names in one opencc call."""
+    """Traditional to Simplified for many names in one opencc call (joined by
+    new lines: one call per name would cost more than the conversion)."""
     if not names:
         return []
-    joined = "\n".join(n.replace("\n", " ") for n in names)
+    joined = "\n".join(n.replace("\n", "") for n in names)
     out = _t2s().convert(joined).split("\n")
-    if len(out) != len(names):  # opencc never merges lines; be safe anyway
+    if len(out) != len(names):  # opencc keeps lines; never trust that blindly
         return [_t2s().convert(n) for n in names]
     return out
 
 
+@lru_cache(maxsize=65536)
+def _char_pinyin(ch: str) -> str:
+    return lazy_pinyin(ch)[0]
+
+
 def pinyin_key(name: str) -> tuple[str, ...]:
-    """Toneless pinyin of each character, by its default reading."""
-    return tuple(lazy_pinyin(list(name)))
+    """Toneless pinyin of each character by its default reading (spec 3 rule 2:
+    character by character, so no phrase context). A character without a
+    reading (a dot, a Latin letter) stands for itself."""
+    return tuple(_char_pinyin(ch) for ch in name)
 
 
 def one_edit_apart(a: str, b: str) -> bool:
-    """Exactly one character inserted, deleted or substituted."""
+    """Exactly one character inserted, deleted or substituted (Levenshtein 1)."""
     if a == b or abs(len(a) - len(b)) > 1:
         return False
     if len(a) == len(b):
         return sum(x != y for x, y in zip(a, b, strict=True)) == 1
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
 
 
-def compare_names(given: str, roster: str) -> str:
-    """How a settlement's name compares with the roster's (both normalised):
-    'exact', 'traditional', 'homophone', 'probable_name_typo' or 'name_mismatch'."""
+def level_of(given: str, roster: str, given_simple: str, roster_simple: str) -> str:
+    """The level of two normalised names and their Simplified forms (spec 3
+    rules 1-3, in order)."""
+    if given == roster:
+        return "exact"
+    if given_simple == roster_simple:
+        return "traditional"
+    if len(given_simple) == len(roster_simple) and pinyin_key(given_simple) == pinyin_key(
+        roster_simple
+    ):
+        return "homophone"
+    if min(len(given_simple), len(roster_simple)) >= 2 and one_edit_apart(
+        given_simple, roster_simple
+    ):
+        return "probable_name_typo"
+    return "name_mismatch"
+
+
+def compare_many(pairs: list[tuple[str | None, str | None]]) -> list[str]:
+    """The level of each (given, roster) pair of names, with one opencc call
+    for all of them. Names are normalised here (NFKC included), so raw or
+    SQL-normalised names may be passed."""
+    norm = [normalise_name(n) for pair in pairs for n in pair]
+    simple = to_simplified_many(norm)
+    return [
+        level_of(norm[2 * i], norm[2 * i + 1], simple[2 * i], simple[2 * i + 1])
+        for i in range(len(pairs))
+    ]
+
+
+def compare_names(given: str | None, roster: str | None) -> str:
+    """compare_many for one pair (tests and `twopay why`)."""
     return compare_many([(given, roster)])[0]
-
-
-def compare_many(pairs: list[tuple[str, str]]) -> list[str]:
-    """compare_names for many pairs, with one opencc call for all of them."""
-    simple = to_simplified_many([n for pair in pairs for n in pair])
-    out = []
-    for i, (given, roster) in enumerate(pairs):
-        g, r = simple[2 * i], simple[2 * i + 1]
-        if given == roster:
-            out.append("exact")
-        elif g == r:
-            out.append("traditional")
-        elif len(g) == len(r) and pinyin_key(g) == pinyin_key(r):
-            out.append("homophone")
-        elif min(len(g), len(r)) >= 2 and one_edit_apart(g, r):
-            out.append("probable_name_typo")
-        else:
-            out.append("name_mismatch")
-    return out
