@@ -32,7 +32,7 @@ from twopay.rules.models import RuleVersion
 
 settings.register_profile(
     "engine-ci",
-    max_examples=400,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
