@@ -16,7 +16,6 @@ Tables:
           roster(record_key, member_id, name, id_number, ..., valid_from, valid_to,
                  person_key, name_norm)   -- person_key, name_norm: prepare_roster
   writes  id_result (temp; one row per id_input row, see ID_RESULT_COLUMNS)
-          roster_id_problem (temp; prepare_roster: record_key, id_problem)
 Scratch tables are temp tables named identity_*.
 """
 
@@ -76,7 +75,8 @@ ID_RESULT_COLUMNS = (
     "evidence VARCHAR",  # JSON text
 )
 
-_ASCII_ONLY = "^[\\x00-\\x7F]*$"
+# a value with a character beyond ASCII (bytes <> characters): cheaper than a regex
+_NON_ASCII = "strlen({0}) <> length({0})"
 
 # The roster record to use for a settlement: the one valid on the service
 # date, else the person's latest (spec 2.1, 5). An arg_max key, largest wins.
@@ -104,12 +104,13 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, list
 
 def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
     """Fill roster.person_key (the normalised ID; the cleaned text when
-    invalid) and roster.name_norm, adding the columns when missing; record the
-    roster's invalid IDs in temp table roster_id_problem(record_key, id_problem)."""
+    invalid) and roster.name_norm, adding the columns when missing. ``today``
+    is kept for roster_id_problems (birth dates up to the day of the run)."""
     have = {row[0] for row in con.execute("DESCRIBE roster").fetchall()}
     for col in ("person_key", "name_norm"):
         if col not in have:
             con.execute(f"ALTER TABLE roster ADD COLUMN {col} VARCHAR")
+    con.execute("SET VARIABLE identity_today = ?::DATE", [today])
     con.execute(
         f"""
         UPDATE roster SET
@@ -119,7 +120,7 @@ def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
     )
     # Cells the reader did not NFKC (roster tables built elsewhere): Python.
     odd = con.execute(
-        f"SELECT record_key, id_number FROM roster WHERE NOT regexp_matches(id_number, '{_ASCII_ONLY}')"
+        f"SELECT record_key, id_number FROM roster WHERE {_NON_ASCII.format('id_number')}"
     ).fetchall()
     if odd:
         _register(
@@ -133,24 +134,35 @@ def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
             FROM identity_roster_fix f WHERE roster.record_key = f.record_key
             """
         )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE roster_id_problem AS
-        SELECT record_key, id_problem FROM (
-            SELECT record_key, {id_problem_sql("person_key", "$today", "n17")} AS id_problem
-            FROM (SELECT record_key, person_key, {id_digits_sql("person_key")} AS n17 FROM roster)
-        ) WHERE id_problem IS NOT NULL
-        """,
-        {"today": today},
-    )
 
 
-def roster_invalid_ids(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """record_keys of roster records whose ID number is invalid (they can never
-    match); prepare_roster must have run. Codes: table roster_id_problem."""
+def roster_id_problems(
+    con: duckdb.DuckDBPyConnection, today: date | None = None
+) -> list[tuple[int, str]]:
+    """(record_key, problem code) of every roster record whose ID number is
+    invalid, by record_key; such a record can never match (spec 3). Run after
+    prepare_roster, whose ``today`` is used unless one is given. Computed on
+    demand: validating every roster ID costs more than the matching needs."""
+    day = "coalesce($today, getvariable('identity_today'), current_date)"
     return [
-        r[0] for r in con.execute("SELECT record_key FROM roster_id_problem ORDER BY 1").fetchall()
+        (r[0], r[1])
+        for r in con.execute(
+            f"""
+            SELECT record_key, id_problem FROM (
+                SELECT record_key, {id_problem_sql("person_key", day, "n17")} AS id_problem
+                FROM (SELECT record_key, person_key, {id_digits_sql("person_key")} AS n17
+                      FROM roster)
+            ) WHERE id_problem IS NOT NULL
+            ORDER BY record_key
+            """,
+            {"today": today},
+        ).fetchall()
     ]
+
+
+def roster_invalid_ids(con: duckdb.DuckDBPyConnection, today: date | None = None) -> list[int]:
+    """record_keys of the roster records whose ID number is invalid."""
+    return [key for key, _ in roster_id_problems(con, today)]
 
 
 # -- settlements --------------------------------------------------------------------
@@ -165,7 +177,7 @@ def match_identities(
         ("normalise IDs and names", lambda: _normalise_input(con, today)),
         ("find roster records", lambda: _find_records(con)),
         ("compare differing names", lambda: _compare_found_names(con)),
-        ("search one-digit-away IDs", lambda: _find_id_typo_candidates(con)),
+        ("search one-digit-away IDs", lambda: _find_id_typo_candidates(con, today)),
         ("write id_result", lambda: _write_result(con)),
     ]
     for label, step in steps:
@@ -176,22 +188,18 @@ def match_identities(
 
 
 def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    clean = id_clean_sql("id_raw")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_ids AS
-        WITH c AS (
-            SELECT row_key, id_raw, service_date, coalesce(name, '') AS name_given,
-                   {name_norm_sql("name")} AS name_norm, {clean} AS id_clean
+        WITH n AS (
+            SELECT row_key, id_raw, service_date, {name_norm_sql("name")} AS name_norm,
+                   {id_normalise_sql("id_raw")} AS id_norm
             FROM id_input
-        ), n AS (
-            SELECT *, {id_from_clean_sql("id_clean")} AS id_norm FROM c
         ), d AS (
             SELECT *, {id_digits_sql("id_norm")} AS n17 FROM n
         )
-        SELECT row_key, id_raw, service_date, name_given, name_norm, id_norm, n17,
-               {id_problem_sql("id_norm", "$today", "n17")} AS id_problem,
-               length(id_clean) = 15 AND length(id_norm) = 18 AS legacy
+        SELECT row_key, id_raw, service_date, name_norm, id_norm, n17,
+               {id_problem_sql("id_norm", "$today", "n17")} AS id_problem
         FROM d
         """,
         {"today": today},
@@ -199,7 +207,7 @@ def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
     # IDs with non-ASCII characters were not NFKC-normalised by a reader (full-
     # width digits): the Python twin normalises them, then SQL validates again.
     odd = con.execute(
-        f"SELECT row_key, id_raw FROM identity_ids WHERE NOT regexp_matches(id_raw, '{_ASCII_ONLY}')"
+        f"SELECT row_key, id_raw FROM identity_ids WHERE {_NON_ASCII.format('id_raw')}"
     ).fetchall()
     if odd:
         _register(
@@ -209,12 +217,10 @@ def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
         )
         con.execute(
             f"""
-            UPDATE identity_ids SET id_norm = f.id_norm, n17 = f.n17, id_problem = f.id_problem,
-                                    legacy = f.legacy
+            UPDATE identity_ids SET id_norm = f.id_norm, n17 = f.n17, id_problem = f.id_problem
             FROM (
                 SELECT row_key, id_norm, {id_digits_sql("id_norm")} AS n17,
-                       {id_problem_sql("id_norm", "$today")} AS id_problem,
-                       length(id_clean) = 15 AND length(id_norm) = 18 AS legacy
+                       {id_problem_sql("id_norm", "$today")} AS id_problem
                 FROM (SELECT *, {id_from_clean_sql("id_clean")} AS id_norm
                       FROM identity_input_fix)
             ) f
@@ -226,18 +232,30 @@ def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
 
 def _find_records(con: duckdb.DuckDBPyConnection) -> None:
     """Rule 1's join: a valid ID found in the roster, and its record for the
-    service date (else the latest)."""
+    service date (else the latest); every input row, with NULL roster columns
+    when its ID is invalid or not found. Only settlements of people with several
+    records need a choice; ranking just those is 2x cheaper than ranking all
+    (DuckDB turns the ranking into a hash aggregate with string payloads)."""
     con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE identity_joined AS
+        SELECT i.*, r.record_key, r.person_key, r.member_id, r.name_norm AS roster_name,
+               {_RECORD_ORDER} AS preference
+        FROM identity_ids i LEFT JOIN roster r
+            ON r.person_key = i.id_norm AND i.id_problem IS NULL
+        """
+    )
+    con.execute(
+        """
         CREATE OR REPLACE TEMP TABLE identity_found AS
-        WITH pick AS (
-            SELECT i.row_key, arg_max(r.record_key, {_RECORD_ORDER}) AS record_key
-            FROM identity_ids i JOIN roster r ON r.person_key = i.id_norm
-            WHERE i.id_problem IS NULL
-            GROUP BY i.row_key
+        WITH several AS (
+            SELECT row_key FROM identity_joined GROUP BY row_key HAVING count(*) > 1
         )
-        SELECT p.row_key, p.record_key, r.person_key, r.member_id, r.name_norm AS roster_name
-        FROM pick p JOIN roster r ON r.record_key = p.record_key
+        SELECT * EXCLUDE (preference) FROM identity_joined ANTI JOIN several USING (row_key)
+        UNION ALL
+        SELECT * EXCLUDE (preference) FROM (
+            SELECT * FROM identity_joined SEMI JOIN several USING (row_key)
+        ) QUALIFY row_number() OVER (PARTITION BY row_key ORDER BY preference DESC) = 1
         """
     )
 
@@ -246,9 +264,9 @@ def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:
     """Rules 1-3 for names that differ in SQL: distinct pairs, one Python batch."""
     pairs = con.execute(
         """
-        SELECT DISTINCT i.name_norm, f.roster_name
-        FROM identity_ids i JOIN identity_found f USING (row_key)
-        WHERE i.name_norm IS DISTINCT FROM f.roster_name
+        SELECT DISTINCT name_norm, roster_name
+        FROM identity_found
+        WHERE record_key IS NOT NULL AND name_norm IS DISTINCT FROM roster_name
         """
     ).fetchall()
     levels = compare_many([(a, b) for a, b in pairs])
@@ -344,7 +362,7 @@ def _odd_variants_sql() -> str:
     """
 
 
-def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection) -> None:
+def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> None:
     """Rule 4: roster people one digit substitution or adjacent transposition
     away from an ID that is invalid or not found, with the same name."""
     w_terms = " + ".join(f"((n17 // {10 ** (16 - i)}) % 10) * {w}" for i, w in enumerate(WEIGHTS))
@@ -354,12 +372,14 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE identity_probe AS
         WITH q AS (
-            SELECT i.row_key, i.id_norm AS id, i.legacy, i.name_norm, i.service_date,
+            SELECT i.row_key, i.id_norm AS id, i.name_norm, i.service_date,
+                   -- from a 15-digit legacy number: we computed its check character
+                   length({id_clean_sql("i.id_raw")}) = 15 AS legacy,
                    CASE WHEN regexp_full_match(left(i.id_norm, 17), '[0-9]{{17}}')
                         THEN i.n17 END AS n17,
                    strpos('{CHECK_CHARS}', right(i.id_norm, 1)) - 1 AS v
-            FROM identity_ids i ANTI JOIN identity_found f USING (row_key)
-            WHERE length(i.id_norm) = 18 AND i.id_problem IS DISTINCT FROM 'excel_mangled'
+            FROM identity_found i
+            WHERE i.record_key IS NULL AND length(i.id_norm) = 18 AND i.id_problem IS DISTINCT FROM 'excel_mangled'
         )
         SELECT *, ({w_terms}) % 11 AS s FROM q
         """
@@ -374,8 +394,13 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection) -> None:
                            ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
                    AS edit
         FROM v JOIN roster r ON r.person_key = v.variant
-        ANTI JOIN roster_id_problem bad ON bad.record_key = r.record_key
         """
+    )
+    # The roster's ID must itself be valid: tested on these few rows only (a
+    # filter in the join above would be pushed down to the whole roster).
+    con.execute(
+        f"DELETE FROM identity_near WHERE {id_problem_sql('person_key', '$today')} IS NOT NULL",
+        {"today": today},
     )
     # Same name: equal in SQL, or (few pairs) equal once NFKC and
     # Traditional->Simplified are applied in Python.
@@ -437,11 +462,11 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE id_result AS
         WITH decided AS (
-            SELECT i.row_key, i.id_raw, i.id_norm, i.id_problem, i.name_norm,
+            SELECT f.row_key, f.id_raw, f.id_norm, f.id_problem, f.name_norm,
                    f.record_key AS f_record, f.person_key AS f_person, f.member_id AS f_member,
                    f.roster_name,
-                   CASE WHEN f.row_key IS NULL THEN NULL
-                        WHEN i.name_norm = f.roster_name THEN 'exact'
+                   CASE WHEN f.record_key IS NULL THEN NULL
+                        WHEN f.name_norm = f.roster_name THEN 'exact'
                         ELSE l.level END AS level,
                    l.pinyin,
                    coalesce(c.n, 0) AS candidates, c.members AS c_members,
@@ -450,10 +475,9 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
                    CASE WHEN c.n = 1 THEN c.member_id END AS c_member,
                    CASE WHEN c.n = 1 THEN c.roster_name END AS c_name,
                    CASE WHEN c.n = 1 THEN c.edit END AS c_edit
-            FROM identity_ids i
-            LEFT JOIN identity_found f USING (row_key)
+            FROM identity_found f
             LEFT JOIN identity_name_level l
-                ON l.name_norm = i.name_norm AND l.roster_name = f.roster_name
+                ON l.name_norm = f.name_norm AND l.roster_name = f.roster_name
             LEFT JOIN identity_candidates c USING (row_key)
         ),
         outcome AS (
@@ -507,9 +531,10 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
                         || ' roster members of the same name are one digit away ('
                         || c_members || '), so none is chosen.' ELSE '.' END
             END AS detail,
-            CASE WHEN outcome = 'exact' AND level = 'exact' THEN to_json({{
-                    'rule': rule, 'outcome': outcome, 'name_level': level,
-                    'roster_member': f_member, 'record_key': f_record}})::VARCHAR
+            -- the common case by concatenation: to_json of a struct costs 50 % more
+            CASE WHEN outcome = 'exact' AND level = 'exact' THEN
+                '{{"rule":"3.1","outcome":"exact","name_level":"exact","roster_member":'
+                || to_json(f_member)::VARCHAR || ',"record_key":' || f_record::VARCHAR || '}}'
                 ELSE to_json({{
                     'rule': rule, 'outcome': outcome,
                     'id_given': {mask_id_sql("id_raw")}, 'id_normalised': {given},
