@@ -196,9 +196,7 @@ def test_excel_mangled_values_are_never_guessed() -> None:
     # a member whose ID ends in 00 and a check character other than 0: Excel's
     # zeroed form of it is one substitution away, yet must not be matched
     member = next(
-        s
-        for s in (make_id(f"1101051990010{n:02d}00") for n in range(100))
-        if s[17] != "0"
+        s for s in (make_id(f"1101051990010{n:02d}00") for n in range(100)) if s[17] != "0"
     )
     zeroed = member[:15] + "000"
     rows = identify(
