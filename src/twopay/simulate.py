@@ -153,13 +153,21 @@ SELECT count(*) FILTER (change > 0), coalesce(sum(change) FILTER (change > 0), 0
 FROM sim_members
 """
 
+# Names from the member's latest roster record, looked up for the listed
+# members only (the ledger keeps every batch's roster: millions of rows).
 LARGEST_SQL = """
-SELECT m.member_id, n.name, m.unit_code, m.actual, m.simulated, m.change
-FROM (SELECT * FROM sim_members WHERE change <> 0
-      ORDER BY abs(change) DESC, member_id LIMIT ?) AS m
-LEFT JOIN (SELECT member_id, arg_max(name, batch_id) AS name FROM roster_records
-           GROUP BY member_id) AS n USING (member_id)
-ORDER BY abs(m.change) DESC, m.member_id
+WITH top AS (
+    SELECT * FROM sim_members WHERE change <> 0
+    ORDER BY abs(change) DESC, member_id LIMIT ?
+),
+names AS (
+    SELECT member_id, arg_max(name, batch_id) AS name
+    FROM roster_records WHERE member_id IN (SELECT member_id FROM top)
+    GROUP BY member_id
+)
+SELECT t.member_id, n.name, t.unit_code, t.actual, t.simulated, t.change
+FROM top AS t LEFT JOIN names AS n USING (member_id)
+ORDER BY abs(t.change) DESC, t.member_id
 """
 
 
