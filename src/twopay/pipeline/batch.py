@@ -664,6 +664,14 @@ class _Batch:
     def payments(self) -> None:
         con = self.con
         period = self.opts.period
+        # where a member is paid: the card of their latest roster record now
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE member_cards AS
+            SELECT member_id, name, card_no, unit_code, bank_account FROM roster
+            QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
+            """
+        )
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE member_net AS
@@ -678,11 +686,6 @@ class _Batch:
                 SELECT person_key, sum(amount) AS outstanding
                 FROM recoveries WHERE {self.prior} GROUP BY person_key
             ),
-            card AS (
-                SELECT member_id, name, card_no, unit_code, bank_account
-                FROM roster
-                QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
-            ),
             ranked AS (
                 SELECT n.*, coalesce(o.outstanding, 0) AS outstanding,
                     -- a person with several member_ids: offset against them in order
@@ -695,7 +698,7 @@ class _Batch:
                 CASE WHEN r.gross > 0
                     THEN least(r.gross, greatest(r.outstanding - r.before, 0)) ELSE 0 END
                     AS offset_amount
-            FROM ranked r LEFT JOIN card c USING (member_id)
+            FROM ranked r LEFT JOIN member_cards c USING (member_id)
             """,
             [self.prior_arg],
         )
@@ -740,15 +743,11 @@ class _Batch:
         con.execute(
             f"""
             INSERT INTO batch_payments
-            WITH card AS (
-                SELECT member_id, name, card_no, unit_code, bank_account FROM roster
-                QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
-            )
             SELECT {self.batch_id}, ? || '-' || f.member_id || '-R' || row_number() OVER (
                        PARTITION BY f.member_id ORDER BY f.payment_id)::VARCHAR,
                    f.member_id, f.person_key, c.name, c.card_no, c.unit_code, c.bank_account,
                    f.amount, 0, f.amount, 0, f.payment_id
-            FROM batch_failed f JOIN card c USING (member_id)
+            FROM batch_failed f JOIN member_cards c USING (member_id)
             """,
             [period],
         )
