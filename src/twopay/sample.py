@@ -239,7 +239,7 @@ def permute_sql(source: str, value: str, size_a: int, size_b: int, salt: int, ou
     of one half to the other modulo its size, which is invertible, so the map
     is a bijection: distinct values give distinct outputs."""
     a, b = f"{out}_a", f"{out}_b"
-    sql = f"SELECT *, ({value}) % {size_a} AS {a}, ({value}) // {size_a} AS {b} FROM ({source})"
+    sql = f"SELECT *, ({value}) % {size_a} AS {a}, ({value}) // {size_a} AS {b} FROM (SELECT * FROM {source})"
     for r in range(4):
         this, other, size = (a, b, size_a) if r % 2 == 0 else (b, a, size_b)
         sql = (
