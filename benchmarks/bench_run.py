@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -39,15 +40,15 @@ def one_run(data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, ob
     init_workspace(work)
     cfg = work / "twopay.toml"
     cfg.write_text(
-        cfg.read_text().replace('memory_limit = "4GB"', f'memory_limit = "{memory_limit}"')
+        re.sub(r'(?m)^memory_limit = "[^"]*"', f'memory_limit = "{memory_limit}"', cfg.read_text())
     )
     ws = open_workspace(work)
     ext = "parquet" if fmt == "parquet" else "csv"
-    stages: list[tuple[str, float]] = []
+    stages: list[tuple[str, float, float]] = []
     start = time.perf_counter()
 
     def progress(msg: str) -> None:
-        stages.append((msg, time.perf_counter()))
+        stages.append((msg, time.perf_counter(), peak_rss_mb()))
 
     result = run_batch(
         ws,
@@ -61,9 +62,11 @@ def one_run(data: Path, work: Path, fmt: str, memory_limit: str) -> dict[str, ob
         progress=progress,
     )
     end = time.perf_counter()
-    marks = [("start", start), *stages, ("end", end)]
-    per_stage = {marks[i][0]: marks[i + 1][1] - marks[i][1] for i in range(len(marks) - 1)}
-    per_stage.pop("start", None)
+    marks = [("start", start, 0.0), *stages, ("end", end, peak_rss_mb())]
+    # each stage's wall time, and the peak RSS of the process when it ended
+    per_stage = {
+        marks[i][0]: (marks[i + 1][1] - marks[i][1], marks[i + 1][2]) for i in range(len(marks) - 1)
+    }
     return {
         "wall": end - start,
         "stages": per_stage,
@@ -138,7 +141,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="500000,1000000,2000000,5000000")
     ap.add_argument("--members", type=int, default=4_000_000)
     ap.add_argument("--formats", default="csv,parquet")
-    ap.add_argument("--memory-limit", default="4GB")
+    ap.add_argument("--memory-limit", default="2GB")
     ap.add_argument("--work", default=str(HERE / "out"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--child")
@@ -153,8 +156,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"roster: {args.members:,} members; memory_limit {args.memory_limit}")
-    header = f"{'format':8} {'rows':>10} {'run s':>8} {'rows/s':>10} {'floor s':>8} {'run/floor':>9} {'peak MB':>8}  stages"
+    header = f"{'format':8} {'rows':>10} {'run s':>8} {'rows/s':>10} {'floor s':>8} {'run/floor':>9} {'peak MB':>8}"
     print(header)
+    per_row: dict[tuple[str, int], float] = {}
     for fmt in args.formats.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             data = work / f"data_{fmt}_{size}"
@@ -164,14 +168,25 @@ def main() -> None:
                 print(f"  (generated {size:,} rows as {fmt} in {time.perf_counter() - t:.1f}s)")
             res = in_child("run", data, work / f"run_{fmt}_{size}", fmt, args.memory_limit)
             flo = in_child("floor", data, work / f"floor_{fmt}_{size}", fmt, args.memory_limit)
-            stages = ", ".join(f"{k}: {v:.1f}s" for k, v in res["stages"].items())  # type: ignore[attr-defined]
             wall = float(res["wall"])  # type: ignore[arg-type]
+            per_row[(fmt, size)] = wall / size
             print(
                 f"{fmt:8} {size:>10,} {wall:>8.1f} {size / wall:>10,.0f} {float(flo['wall']):>8.1f} "  # type: ignore[arg-type]
-                f"{wall / float(flo['wall']):>9.2f} {float(res['peak_rss_mb']):>8.0f}  {stages}"  # type: ignore[arg-type]
+                f"{wall / float(flo['wall']):>9.2f} {float(res['peak_rss_mb']):>8.0f}"  # type: ignore[arg-type]
             )
+            for name, (secs, rss) in res["stages"].items():  # type: ignore[attr-defined]
+                rate = f"{size / secs:>12,.0f} rows/s" if secs > 0 else ""
+                print(f"{'':10}{name:24} {secs:7.1f} s {rate}  peak so far {rss:,.0f} MB")
             if not res["balanced"]:
                 print("  BOOKS DO NOT BALANCE")
+    for fmt in args.formats.split(","):
+        sizes = sorted(n for f, n in per_row if f == fmt)
+        if len(sizes) > 1:
+            lo, hi = sizes[0], sizes[-1]
+            print(
+                f"{fmt}: per-row cost at {hi:,} rows is {per_row[(fmt, hi)] / per_row[(fmt, lo)]:.2f}"
+                f" times that at {lo:,}"
+            )
 
 
 if __name__ == "__main__":

@@ -102,6 +102,35 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, list
 # -- the roster ---------------------------------------------------------------------
 
 
+def roster_keys_sql(id_col: str = "id_number", name_col: str = "name") -> tuple[str, str]:
+    """SQL for a roster record's person_key (the normalised ID; the cleaned
+    text when invalid) and name_norm, for callers that build the roster table
+    in one statement (then call fix_roster_keys)."""
+    return id_normalise_sql(id_col), name_norm_sql(name_col)
+
+
+def fix_roster_keys(con: duckdb.DuckDBPyConnection, table: str = "roster") -> int:
+    """person_key of the records whose ID still has non-ASCII characters (a
+    roster table not read through the readers' NFKC): the Python twin decides.
+    Returns how many records it fixed (almost always none)."""
+    odd = con.execute(
+        f"SELECT record_key, id_number FROM {table} WHERE {_NON_ASCII.format('id_number')}"
+    ).fetchall()
+    if odd:
+        _register(
+            con,
+            "identity_roster_fix",
+            {"record_key": [r[0] for r in odd], "person_key": [normalise_id(r[1]) for r in odd]},
+        )
+        con.execute(
+            f"""
+            UPDATE {table} SET person_key = f.person_key
+            FROM identity_roster_fix f WHERE {table}.record_key = f.record_key
+            """
+        )
+    return len(odd)
+
+
 def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
     """Fill roster.person_key (the normalised ID; the cleaned text when
     invalid) and roster.name_norm, adding the columns when missing. ``today``
@@ -111,29 +140,9 @@ def prepare_roster(con: duckdb.DuckDBPyConnection, today: date) -> None:
         if col not in have:
             con.execute(f"ALTER TABLE roster ADD COLUMN {col} VARCHAR")
     con.execute("SET VARIABLE identity_today = ?::DATE", [today])
-    con.execute(
-        f"""
-        UPDATE roster SET
-            person_key = {id_normalise_sql("id_number")},
-            name_norm = {name_norm_sql("name")}
-        """
-    )
-    # Cells the reader did not NFKC (roster tables built elsewhere): Python.
-    odd = con.execute(
-        f"SELECT record_key, id_number FROM roster WHERE {_NON_ASCII.format('id_number')}"
-    ).fetchall()
-    if odd:
-        _register(
-            con,
-            "identity_roster_fix",
-            {"record_key": [r[0] for r in odd], "person_key": [normalise_id(r[1]) for r in odd]},
-        )
-        con.execute(
-            """
-            UPDATE roster SET person_key = f.person_key
-            FROM identity_roster_fix f WHERE roster.record_key = f.record_key
-            """
-        )
+    person_key, name_norm = roster_keys_sql()
+    con.execute(f"UPDATE roster SET person_key = {person_key}, name_norm = {name_norm}")
+    fix_roster_keys(con)
 
 
 def roster_id_problems(

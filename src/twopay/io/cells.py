@@ -17,8 +17,12 @@ _MONEY_OK = "^-?[0-9]{{1,13}}(\\.[0-9]{{0,2}}0*)?$"
 def money_sql(col: str) -> str:
     """The cell as DECIMAL(18,2), or NULL when it is not a readable amount."""
     clean = _MONEY_CLEAN.format(c=col)
+    # the plain form (what most exports and Parquet give) is one cast; the
+    # cleaning regexes run only for the other cells
     return (
-        f"CASE WHEN regexp_matches({clean}, '{_MONEY_OK.format()}') "
+        f"CASE WHEN regexp_full_match({col}, '[0-9]{{1,13}}(\\.[0-9]{{1,2}})?') "
+        f"THEN CAST({col} AS DECIMAL(18,2)) "
+        f"WHEN regexp_matches({clean}, '{_MONEY_OK.format()}') "
         f"THEN CAST(regexp_replace({clean}, '(\\.[0-9]{{0,2}})0*$', '\\1') AS DECIMAL(18,2)) END"
     )
 

@@ -37,7 +37,7 @@ class LoadedFile:
     source_name: str
     path: Path
     sha256: str
-    rows: int
+    rows: int | None  # None for a lazy load (counting would read the file)
     format: str
     encoding: str | None
 
@@ -89,8 +89,14 @@ def normalised_cell_sql(col: str) -> str:
         f"strpos({col}, '  ') > 0 OR strpos({col}, chr(9)) > 0 OR strpos({col}, chr(10)) > 0"
         f" OR strpos({col}, chr(13)) > 0"
     )
+    # ASCII, CJK ideographs (basic block and extension A) and the middle dot
+    # are their own NFKC form: Chinese names and unit names skip the Python call.
+    stable = (
+        f"regexp_full_match({col}, "
+        "'[\\x{00}-\\x{7F}\\x{B7}\\x{3400}-\\x{4DBF}\\x{4E00}-\\x{9FFF}]*')"
+    )
     return (
-        f"nullif(CASE WHEN strlen({col}) <> length({col}) "
+        f"nullif(CASE WHEN strlen({col}) <> length({col}) AND NOT {stable} "
         f"THEN regexp_replace(trim(nfkc({col})), '\\s+', ' ', 'g') "
         f"WHEN {spaced} THEN regexp_replace(trim({col}), '\\s+', ' ', 'g') "
         f"ELSE trim({col}) END, '')"
@@ -195,10 +201,15 @@ def load_input(
     encoding: str | None = None,
     aliases: Mapping[str, list[str]] | None = None,
     source_name: str | None = None,
+    lazy: bool = False,
 ) -> LoadedFile:
     """Load ``path`` into ``table``: columns source_file, line_number, raw,
     parse_error (a structural problem with the row, else NULL) and every
-    column of ``kind`` as normalised VARCHAR (NULL when absent or empty)."""
+    column of ``kind`` as normalised VARCHAR (NULL when absent or empty).
+
+    ``lazy``: ``table`` is a view, read when a query uses it (one pass over a
+    large file instead of a copy per step); the caller reads it while
+    ``workdir`` exists and then calls drop_loaded."""
     register_functions(con)
     if not path.is_file():
         raise UsageError(f"{path}: no such file.")
@@ -208,27 +219,34 @@ def load_input(
     fmt = detect_format(path)
     digest = file_sha256(path)
     used_encoding: str | None = None
+    stage = f"{table}_staged"
+    drop_loaded(con, table)
     if fmt == "csv":
         used_encoding = encoding or detect_encoding(path)
-        staged = _stage_csv(con, path, kind, aliases, used_encoding, workdir)
+        staged = _stage_csv(con, path, kind, aliases, used_encoding, workdir, table, lazy)
     elif fmt == "xlsx":
         staged = _stage_xlsx(con, path, kind, aliases)
+        con.execute(f"ALTER TABLE _staged RENAME TO {stage}")
     else:
-        staged = _stage_parquet(con, path, kind, aliases)
+        staged = _stage_parquet(con, path, kind, aliases, stage, lazy)
     cols = ", ".join(
         f"{normalised_cell_sql(f'c.{c.name}') if c.name in staged else 'NULL::VARCHAR'} AS {c.name}"
         for c in kind.columns
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE {table} AS
-        SELECT ?::VARCHAR AS source_file, c.line_number, c.raw, c.parse_error, {cols}
-        FROM _staged AS c
-        """,
-        [source],
+        CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {table} AS
+        SELECT {sql_literal(source)}::VARCHAR AS source_file, c.line_number, c.raw,
+               c.parse_error, {cols}
+        FROM {stage} AS c
+        """
     )
-    con.execute("DROP TABLE IF EXISTS _staged")
+    if lazy:
+        return LoadedFile(table, source, path, digest, None, fmt, used_encoding)
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    con.execute(f"ALTER TABLE {table} RENAME TO {table}_done")
+    drop_loaded(con, table)
+    con.execute(f"ALTER TABLE {table}_done RENAME TO {table}")
     return LoadedFile(table, source, path, digest, rows, fmt, used_encoding)
 
 
@@ -239,7 +257,10 @@ def _stage_csv(
     aliases: Mapping[str, list[str]] | None,
     encoding: str,
     workdir: Path,
+    table: str,
+    lazy: bool,
 ) -> set[str]:
+    stage, csv_t, rej_t = f"{table}_staged", f"{table}_csv", f"{table}_rej"
     enc = codecs.lookup(encoding).name
     if enc in ("utf-8", "utf-8-sig"):
         text_path = path
@@ -265,10 +286,13 @@ def _stage_csv(
     n = len(first)
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
     con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
+    # rn is the record's place in the file: a one-thread scan, in order
+    keep_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = true")
     try:
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE _csv AS
+            CREATE OR REPLACE TEMP TABLE {csv_t} AS
             SELECT row_number() OVER () AS rn, *
             FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true,
                           auto_detect = false, columns = {columns},
@@ -280,6 +304,8 @@ def _stage_csv(
         )
     except duckdb.Error as exc:
         raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)}).") from None
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
     # Line numbers as an editor shows them (header = line 1). DuckDB numbers
     # the rows it could not parse by record (header = 1); a good row's record
     # number follows from its rank among good rows and the rejected records
@@ -288,16 +314,17 @@ def _stage_csv(
     nl = " + ".join(
         f"coalesce(length(c{i}) - length(replace(c{i}, chr(10), '')), 0)" for i in range(n)
     )
+    sep = sql_literal(delim)
     raw = " || ".join(
-        f"coalesce(c{i}, '')" if i == 0 else f"? || coalesce(c{i}, '')" for i in range(n)
+        f"coalesce(c{i}, '')" if i == 0 else f"{sep} || coalesce(c{i}, '')" for i in range(n)
     )
     rejects_exist = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rej_err'"
     ).fetchall()[0][0]
     if rejects_exist:
         con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _rej AS
+            f"""
+            CREATE OR REPLACE TEMP TABLE {rej_t} AS
             SELECT line AS rec, any_value(csv_line) AS csv_line,
                    any_value(error_type) AS error_type,
                    any_value(error_message) AS error_message
@@ -306,17 +333,17 @@ def _stage_csv(
         )
     else:
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _rej (rec BIGINT, csv_line VARCHAR, "
+            f"CREATE OR REPLACE TEMP TABLE {rej_t} (rec BIGINT, csv_line VARCHAR, "
             "error_type VARCHAR, error_message VARCHAR)"
         )
     named = {name: i for i, name in enumerate(canon) if name is not None}
     select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
     null_cols = ", ".join(f"NULL::VARCHAR AS {name}" for name in named)
-    rejects = con.execute("SELECT count(*) FROM _rej").fetchall()[0][0]
+    rejects = con.execute(f"SELECT count(*) FROM {rej_t}").fetchall()[0][0]
     any_rejects = rejects > 0
     # When the file has exactly one line per record (no quoted line breaks),
     # a record's line is its number: skip the running sum of line breaks.
-    records = con.execute("SELECT count(*) FROM _csv").fetchall()[0][0] + rejects + 1
+    records = con.execute(f"SELECT count(*) FROM {csv_t}").fetchall()[0][0] + rejects + 1
     lines = count_newlines(text_path)
     with text_path.open("rb") as fh:
         fh.seek(max(text_path.stat().st_size - 1, 0))
@@ -333,15 +360,15 @@ def _stage_csv(
     shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn)" if any_rejects else "0"
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE _staged AS
+        CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {stage} AS
         WITH rej AS (
-            SELECT *, rec - (row_number() OVER (ORDER BY rec) - 1) AS slot FROM _rej
+            SELECT *, rec - (row_number() OVER (ORDER BY rec) - 1) AS slot FROM {rej_t}
         ),
         good AS (
             SELECT 1 + rn + {shift} AS rec,
                    {raw} AS raw, NULL::VARCHAR AS parse_error,
                    {"0" if one_line_each else nl} AS nl, {select_cols}
-            FROM _csv
+            FROM {csv_t}
         ),
         records AS (
             SELECT * FROM good
@@ -351,15 +378,14 @@ def _stage_csv(
                     THEN 'wrong_field_count' ELSE 'unparsable_row' END
                     || ': ' || error_message,
                 0, {null_cols}
-            FROM _rej
+            FROM {rej_t}
         )
         SELECT {line_number} AS line_number,
                * EXCLUDE (rec, nl)
         FROM records
-        """,
-        [delim] * (n - 1),
+        """
     )
-    for t in ("_csv", "_rej", "_rej_err", "_rej_scan"):
+    for t in ("_rej_err", "_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return set(named)
 
@@ -370,29 +396,143 @@ def _stage_xlsx(
     kind: FileKind,
     aliases: Mapping[str, list[str]] | None,
 ) -> set[str]:
-    import fastexcel
+    """The first sheet: the first row with a cell is the header; a row with no
+    cell at all is not a data row (like a blank line in a CSV file); each row's
+    line_number is its row number in the sheet; an Excel error value (#DIV/0!,
+    #N/A, ...) in a column twopay reads is a parse error of its row, not an
+    empty cell."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+    import zlib
 
+    import fastexcel
+    import polars as pl
+
+    def first_sheet_parts(z: zipfile.ZipFile) -> list[str]:
+        """The zip part of the first sheet (workbook order); every worksheet
+        part when the workbook does not say."""
+        names = set(z.namelist())
+        try:
+            rid = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+            book = ET.fromstring(z.read("xl/workbook.xml"))
+            first = next(e for e in book.iter() if e.tag.endswith("}sheet"))
+            rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+            target = next(e.get("Target", "") for e in rels if e.get("Id") == first.get(rid))
+            part = target[1:] if target.startswith("/") else "xl/" + target
+            if part in names:
+                return [part]
+        except (KeyError, StopIteration, ET.ParseError):
+            pass
+        return sorted(n for n in names if n.startswith("xl/worksheets/"))
+
+    quick = re.compile(rb"""\br=["'](?:[A-Z]{2,}[0-9]|[A-Z]*[0-9]{7})""")
+    cell_ref = re.compile(rb"""\br=["']([A-Z]*)([0-9]+)["']""")
+
+    def column(letters: bytes) -> int:
+        return sum((b - 64) * 26**i for i, b in enumerate(reversed(letters)))
+
+    def used_range(z: zipfile.ZipFile, part: str) -> tuple[int, int, int, str] | None:
+        """(rows, columns, filled cells, last cell) of the part's used range,
+        when a cheap pass finds a column past Z or a row past 999999 (else None)."""
+        with z.open(part) as fh:
+            tail, suspect = b"", False
+            while not suspect and (block := fh.read(CHUNK)):
+                suspect = quick.search(tail + block) is not None
+                tail = block[-32:]
+        if not suspect:
+            return None
+        rows: list[int] = []
+        cols: list[bytes] = []
+        cells = 0
+        order = lambda c: (len(c), c)  # noqa: E731 - column letters in column order
+        with z.open(part) as fh:
+            tail = b""
+            while block := fh.read(CHUNK):
+                block = tail + block
+                cut = block.rfind(b"<")  # a tag cut at the block's end waits for the next
+                block, tail = block[:cut], block[cut:]
+                refs = cell_ref.findall(block)
+                if refs:
+                    numbers = [int(r) for _, r in refs]
+                    rows += [min(numbers), max(numbers)]
+                named = [c for c, _ in refs if c]  # a row's r has no column letters
+                cells += len(named)
+                cols += [min(named, key=order), max(named, key=order)] if named else []
+        if not rows:
+            return None
+        first, last = (min(cols, key=order), max(cols, key=order)) if cols else (b"A", b"A")
+        width = column(last) - column(first) + 1
+        return max(rows) - min(rows) + 1, width, cells, f"{last.decode()}{max(rows)}"
+
+    def check_used_range() -> None:
+        # calamine allocates the sheet's whole used range, first cell to last:
+        # one stray cell at XFD1048576 asks for 17 billion cells and aborts the
+        # process. Refuse such a sheet, naming the cell, before reading it.
+        try:
+            with zipfile.ZipFile(path) as z:
+                for part in first_sheet_parts(z):
+                    found = used_range(z, part)
+                    if found is None:
+                        continue
+                    height, width, cells, last = found
+                    if height * width > 4 * cells + 5_000_000:
+                        raise UsageError(
+                            f"{path}: the sheet's used range reaches cell {last} "
+                            f"although it has only {cells} filled cells; delete the stray cells "
+                            "beyond the table (or save the sheet as CSV) and run again."
+                        )
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError):
+            return  # not a readable zip: calamine says so below
+
+    check_used_range()
     try:
         reader = fastexcel.read_excel(str(path))
-        sheet = reader.load_sheet(0, header_row=None, dtypes="string")
-        frame = sheet.to_polars()
+        # skip_rows=0: keep the blank rows above the table, so that frame row i
+        # is sheet row i + 1
+        sheet = reader.load_sheet(0, header_row=None, dtypes="string", skip_rows=0)
+        batch, cell_errors = sheet.to_arrow_with_errors()
+        frame = pl.from_arrow(batch)
     except Exception as exc:  # fastexcel raises its own error types
         raise UsageError(
             f"{path}: cannot be read as an Excel workbook ({_first_line(exc)})."
         ) from None
+    assert isinstance(frame, pl.DataFrame)
+    cols = frame.columns
+    errors: dict[int, dict[int, str]] = {}  # frame row -> frame column -> Excel error
+    for e in cell_errors.errors if cell_errors is not None else []:
+        m = re.search(r"Error\((\w+)\)", e.detail)
+        code = m.group(1) if m else e.detail
+        text = {"Div0": "#DIV/0!", "NA": "#N/A", "Value": "#VALUE!", "Ref": "#REF!",
+                "Name": "#NAME?", "Num": "#NUM!", "Null": "#NULL!"}.get(code, code)  # fmt: skip
+        errors.setdefault(int(e.position[0]), {})[int(e.position[1])] = text
+    frame = frame.with_row_index("idx").filter(
+        pl.any_horizontal(*[pl.col(c).is_not_null() for c in cols], pl.lit(False))
+        | pl.col("idx").is_in(list(errors))
+    )
     if frame.height == 0:
         raise UsageError(f"{path}: the first sheet is empty; expected a header row.")
-    import polars as pl
-
-    header = [str(v) if v is not None else "" for v in frame.row(0)]
+    header = [str(v) if v is not None else "" for v in frame.select(cols).row(0)]
     canon = _check_header(path, header, kind, aliases)
     body = frame.slice(1)
     named = {name: i for i, name in enumerate(canon) if name is not None}
-    cols = body.columns
-    body = body.with_row_index("idx").select(
-        (pl.col("idx") + 2).cast(pl.Int64).alias("line_number"),
+    bad_cells = {
+        row: "; ".join(
+            f"column {canon[j]} ({header[j]!r}) holds the Excel error {text}"
+            for j, text in sorted(by_col.items())
+            if j < len(canon) and canon[j] is not None
+        )
+        for row, by_col in errors.items()
+    }
+    bad_cells = {row: text for row, text in bad_cells.items() if text}
+    parse_error = (
+        pl.col("idx").replace_strict(bad_cells, default=None, return_dtype=pl.String)
+        if bad_cells
+        else pl.lit(None, dtype=pl.String)
+    )
+    body = body.select(
+        (pl.col("idx") + 1).cast(pl.Int64).alias("line_number"),
         pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",").alias("raw"),
-        pl.lit(None, dtype=pl.String).alias("parse_error"),
+        parse_error.alias("parse_error"),
         *[pl.col(cols[i]).alias(name) for name, i in named.items()],
     )
     con.register("_xlsx_frame", body)
@@ -406,6 +546,8 @@ def _stage_parquet(
     path: Path,
     kind: FileKind,
     aliases: Mapping[str, list[str]] | None,
+    stage: str,
+    lazy: bool,
 ) -> set[str]:
     try:
         names = [
@@ -427,14 +569,31 @@ def _stage_parquet(
     raw = " || ',' || ".join(f"coalesce(CAST({ident(n)} AS VARCHAR), '')" for n in names)
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE _staged AS
+        CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {stage} AS
         SELECT file_row_number + 2 AS line_number, {raw} AS raw,
                NULL::VARCHAR AS parse_error, {sel}
-        FROM read_parquet(?, file_row_number = true)
-        """,
-        [str(path)],
+        FROM read_parquet({sql_literal(str(path))}, file_row_number = true)
+        """
     )
     return set(named)
+
+
+def sql_literal(text: str) -> str:
+    """A text as a SQL string literal (for views, which take no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def drop_loaded(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Drop what a (lazy) load_input left behind for ``table``."""
+    for name in (table, f"{table}_staged", f"{table}_csv", f"{table}_rej"):
+        for kind in ("VIEW", "TABLE"):
+            if con.execute(
+                "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND temporary"
+                if kind == "VIEW"
+                else "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary",
+                [name],
+            ).fetchall()[0][0]:
+                con.execute(f"DROP {kind} {name}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -102,6 +102,9 @@ class Workspace:
         config: dict[str, str | int] = {
             "memory_limit": self.settings.duckdb.memory_limit,
             "temp_directory": str(self.temp_dir),
+            # Every order that matters is an explicit ORDER BY (or row_key):
+            # not keeping scan order lets DuckDB stream and use less memory.
+            "preserve_insertion_order": False,
         }
         if self.settings.duckdb.threads:
             config["threads"] = self.settings.duckdb.threads

@@ -24,8 +24,8 @@ import duckdb
 from twopay import __version__
 from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, UsageError
 from twopay.faults import fault_point
-from twopay.identity.match import match_identities, prepare_roster
-from twopay.io.readers import LoadedFile, file_sha256, load_input
+from twopay.identity.match import fix_roster_keys, match_identities, roster_keys_sql
+from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
@@ -185,6 +185,7 @@ class _Batch:
     # -- loading ---------------------------------------------------------
 
     def _load(self, path: Path, kind: FileKind, table: str, workdir: Path) -> LoadedFile:
+        # lazy: the file is read once, by the statement that types its cells
         return load_input(
             self.con,
             path,
@@ -193,6 +194,7 @@ class _Batch:
             workdir=workdir,
             encoding=self.opts.encoding,
             aliases=self.ws.settings.aliases,
+            lazy=True,
         )
 
     def load(self, workdir: Path) -> None:
@@ -205,20 +207,22 @@ class _Batch:
             parts.append(f"SELECT {i} AS file_no, * FROM {loaded.table}")
         # row_key orders rows by file then line without a sort (files < 10^12 lines)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE s_in AS SELECT file_no * 1000000000000 + line_number "
+            "CREATE OR REPLACE TEMP VIEW s_in AS SELECT file_no * 1000000000000 + line_number "
             "AS row_key, * EXCLUDE (file_no) FROM (" + " UNION ALL ".join(parts) + ")"
         )
-        for i in range(len(parts)):
-            con.execute(f"DROP TABLE in_settle_{i}")
         con.execute(validate.typed_settlements_sql("s_in", "s_typed", SETTLEMENTS))
-        con.execute("DROP TABLE s_in")
+        con.execute("DROP VIEW s_in")
+        for i in range(len(parts)):
+            drop_loaded(con, f"in_settle_{i}")
 
         self.say("reading the roster")
         self._load(self.opts.roster, ROSTER, "r_in0", workdir)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE r_in AS SELECT line_number AS row_key, * FROM r_in0"
+            "CREATE OR REPLACE TEMP VIEW r_in AS SELECT line_number AS row_key, * FROM r_in0"
         )
         con.execute(validate.typed_roster_sql("r_in", "r_typed", ROSTER))
+        con.execute("DROP VIEW r_in")
+        drop_loaded(con, "r_in0")
         for kind, path, table in (
             (UNITS, self.opts.units, "units"),
             (ENROLLMENTS, self.opts.enrollments, "enrollments"),
@@ -227,17 +231,21 @@ class _Batch:
                 continue
             self._load(path, kind, f"{table}_in0", workdir)
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {table}_in AS SELECT line_number AS row_key, * "
+                f"CREATE OR REPLACE TEMP VIEW {table}_in AS SELECT line_number AS row_key, * "
                 f"FROM {table}_in0"
             )
             con.execute(validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind))
+            con.execute(f"DROP VIEW {table}_in")
+            drop_loaded(con, f"{table}_in0")
         if self.ws.overrides_path.exists():
             self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE ovr_in AS SELECT line_number AS row_key, * "
+                "CREATE OR REPLACE TEMP VIEW ovr_in AS SELECT line_number AS row_key, * "
                 "FROM ovr_in0"
             )
             con.execute(validate.typed_simple_sql("ovr_in", "ovr_typed", OVERRIDES))
+            con.execute("DROP VIEW ovr_in")
+            drop_loaded(con, "ovr_in0")
             bad = _q(
                 con, "SELECT line_number, q_detail FROM ovr_typed WHERE q_code IS NOT NULL LIMIT 1"
             )
@@ -428,16 +436,19 @@ class _Batch:
     def identity(self) -> None:
         con = self.con
         self.say("matching identities")
+        person_key, name_norm = roster_keys_sql()
+        con.execute("SET VARIABLE identity_today = ?::DATE", [self.opts.today])
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE roster AS
             SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
                    category, valid_from, valid_to, bank_account,
-                   NULL::VARCHAR AS person_key, NULL::VARCHAR AS name_norm
+                   {person_key} AS person_key, {name_norm} AS name_norm, line_number
             FROM r_typed WHERE q_code IS NULL
             """
         )
-        prepare_roster(con, self.opts.today)
+        fix_roster_keys(con, "roster")
+        con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
         # rows of earlier batches that an override now decides.
@@ -664,12 +675,34 @@ class _Batch:
     def payments(self) -> None:
         con = self.con
         period = self.opts.period
-        # where a member is paid: the card of their latest roster record now
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE batch_failed AS
+            WITH answered AS (
+                SELECT payment_id, result FROM bank_returns
+                WHERE line_number IS NOT NULL
+                  AND result NOT IN ('unreadable', 'duplicate_row', 'unknown_payment')
+                QUALIFY row_number() OVER (
+                    PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
+            )
+            SELECT p.payment_id, p.member_id, p.person_key, p.amount
+            FROM payments p JOIN answered a USING (payment_id)
+            WHERE p.{self.prior} AND a.result = 'failed'
+              AND NOT EXISTS (SELECT 1 FROM payments q
+                              WHERE q.{self.prior} AND q.retry_of = p.payment_id)
+            """,
+            [self.prior_arg, self.prior_arg],
+        )
+        # where a member is paid: the card of their latest roster record now,
+        # looked up for the members this batch pays or re-pays
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE member_cards AS
             SELECT member_id, name, card_no, unit_code, bank_account FROM roster
-            QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
+            WHERE member_id IN (SELECT member_id FROM batch_lines
+                                UNION SELECT member_id FROM batch_failed)
+            QUALIFY row_number() OVER (
+                PARTITION BY member_id ORDER BY valid_from DESC, record_key DESC) = 1
             """
         )
         con.execute(
@@ -722,24 +755,6 @@ class _Batch:
         # outside this batch's lines: summarise balances them apart. A member
         # missing from this roster has no card to pay to: the retry waits
         # (batch_retries_waiting) for a run whose roster lists them.
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE batch_failed AS
-            WITH answered AS (
-                SELECT payment_id, result FROM bank_returns
-                WHERE line_number IS NOT NULL
-                  AND result NOT IN ('unreadable', 'duplicate_row', 'unknown_payment')
-                QUALIFY row_number() OVER (
-                    PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
-            )
-            SELECT p.payment_id, p.member_id, p.person_key, p.amount
-            FROM payments p JOIN answered a USING (payment_id)
-            WHERE p.{self.prior} AND a.result = 'failed'
-              AND NOT EXISTS (SELECT 1 FROM payments q
-                              WHERE q.{self.prior} AND q.retry_of = p.payment_id)
-            """,
-            [self.prior_arg, self.prior_arg],
-        )
         con.execute(
             f"""
             INSERT INTO batch_payments

@@ -11,22 +11,36 @@ from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
 from twopay.rules.loader import RuleSet
 
+# What the stages need from a person's records in time order (spec 2.1, 5):
+# whether a record overlaps the one before (a roster error) and the start of
+# its unbroken run of membership (a record continues the run when it starts the
+# day after the previous one ends; the waiting period counts from there). Only
+# people with several records need the window; for the rest the run starts at
+# valid_from and nothing overlaps, so they have no row here.
+ROSTER_TIME_SQL = """
+CREATE OR REPLACE TEMP TABLE roster_time AS
+WITH several AS (SELECT person_key FROM roster GROUP BY person_key HAVING count(*) > 1),
+o AS (
+    SELECT record_key, person_key, valid_from, line_number,
+        lag(valid_from) OVER w AS prev_from, lag(valid_to) OVER w AS prev_to,
+        lag(line_number) OVER w AS prev_line
+    FROM roster SEMI JOIN several USING (person_key)
+    WINDOW w AS (PARTITION BY person_key ORDER BY valid_from, record_key)
+)
+SELECT record_key, line_number, prev_line,
+    prev_from IS NOT NULL AND (prev_to IS NULL OR prev_to >= valid_from) AS overlaps_prev,
+    max(CASE WHEN prev_to IS NULL OR valid_from > prev_to + 1 THEN valid_from END) OVER (
+        PARTITION BY person_key ORDER BY valid_from, record_key ROWS UNBOUNDED PRECEDING
+    ) AS run_start
+FROM o
+"""
+
 
 def check_roster_overlaps(con: duckdb.DuckDBPyConnection, roster_path: Path) -> None:
     """Spec 2.1: one person's records must not overlap in time (exit 2, both rows)."""
     rows = con.execute(
-        """
-        WITH ordered AS (
-            SELECT r.person_key, r.valid_from, r.valid_to, q.line_number,
-                   lag(r.valid_to) OVER w AS prev_to, lag(q.line_number) OVER w AS prev_line,
-                   lag(r.valid_from) OVER w AS prev_from
-            FROM roster r JOIN r_typed q USING (record_key)
-            WINDOW w AS (PARTITION BY r.person_key ORDER BY r.valid_from, r.record_key)
-        )
-        SELECT prev_line, line_number FROM ordered
-        WHERE prev_from IS NOT NULL AND (prev_to IS NULL OR prev_to >= valid_from)
-        ORDER BY prev_line LIMIT 1
-        """
+        "SELECT prev_line, line_number FROM roster_time WHERE overlaps_prev "
+        "ORDER BY prev_line LIMIT 1"
     ).fetchall()
     if rows:
         raise UsageError(
@@ -71,22 +85,6 @@ def check(
     """From ``identified2`` write ``decisions`` (one per row) and
     ``eligible_lines`` (one per row and scheme that passes)."""
     _load_schemes(con, rules)
-    # Runs of unbroken membership: a record continues the run when it starts
-    # the day after the previous one ends (spec 5, waiting period).
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE roster_runs AS
-        WITH o AS (
-            SELECT *, CASE WHEN lag(valid_to) OVER w IS NOT NULL
-                            AND valid_from <= lag(valid_to) OVER w + 1 THEN 0 ELSE 1 END AS brk
-            FROM roster WINDOW w AS (PARTITION BY person_key ORDER BY valid_from)
-        ), r AS (
-            SELECT *, sum(brk) OVER (PARTITION BY person_key ORDER BY valid_from) AS run_no FROM o
-        )
-        SELECT record_key, min(valid_from) OVER (PARTITION BY person_key, run_no) AS run_start
-        FROM r
-        """
-    )
     units = (
         "SELECT unit_code, max(dues_paid_through) AS dues_paid_through FROM units_typed "
         "WHERE q_code IS NULL GROUP BY unit_code"
@@ -106,13 +104,13 @@ def check(
         CREATE OR REPLACE TEMP TABLE member_checks AS
         WITH u AS ({units})
         SELECT i.*, r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
-               rr.run_start,
+               coalesce(rt.run_start, r.valid_from) AS run_start,
                r.valid_from <= i.service_date
                    AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
                u.unit_code IS NOT NULL AS unit_known, u.dues_paid_through
         FROM identified2 i
         LEFT JOIN roster r USING (record_key)
-        LEFT JOIN roster_runs rr USING (record_key)
+        LEFT JOIN roster_time rt USING (record_key)
         LEFT JOIN u ON u.unit_code = r.unit_code
         WHERE i.id_outcome IN ('exact', 'homophone', 'override')
         """

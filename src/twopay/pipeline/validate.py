@@ -50,7 +50,9 @@ coded AS (
     FROM parsed
 )
 SELECT
-    row_key, source_file, line_number, raw, q_code,
+    -- the raw text is kept for the rows that could not be read; a read row is
+    -- kept as its normalised cells (spec 6), so its raw copy is not stored
+    row_key, source_file, line_number, CASE WHEN q_code IS NOT NULL THEN raw END AS raw, q_code,
     -- say what a row obviously is when it is not a settlement at all
     CASE WHEN q_code IS NOT NULL AND lower(settlement_id) IN ('settlement_id', '结算流水号', '结算编号')
         THEN 'looks like a repeated header row, not a settlement'
@@ -94,7 +96,10 @@ WITH parsed AS (
     FROM {source}
 )
 SELECT
-    row_key AS record_key, source_file, line_number, raw,
+    row_key AS record_key, source_file, line_number,
+    CASE WHEN missing IS NOT NULL OR category_v IS NULL OR valid_from_v IS NULL
+              OR (valid_to IS NOT NULL AND valid_to_v IS NULL) OR valid_to_v < valid_from_v
+         THEN raw END AS raw,
     CASE
         WHEN missing IS NOT NULL THEN 'missing_field'
         WHEN category_v IS NULL THEN 'missing_field'
