@@ -160,7 +160,7 @@ def test_broken_rule_files_are_exit_2_naming_file_and_key(
 def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Path) -> None:
     ws = init_workspace(tmp_path / "ws")
     config = ws / "twopay.toml"
-    config.write_text(config.read_text().replace('memory_limit = "4GB"', 'memory_limit = "1MB"'))
+    config.write_text(config.read_text().replace('memory_limit = "2GB"', 'memory_limit = "1MB"'))
     sample = ROSTER.parent
     result = cli(
         "run",

@@ -6,6 +6,7 @@ they are printed as one sentence (a traceback only with --debug).
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -48,6 +49,23 @@ def _lang_option(f: F) -> F:
     )(f)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, from Python (OSError) or DuckDB (its message)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def handled(f: F) -> F:
     """Turn TwopayError into one sentence and its exit code."""
 
@@ -68,7 +86,6 @@ def handled(f: F) -> F:
         except Exception as exc:  # an internal error: still one sentence
             if debug:
                 raise
-            text = str(exc)
             if type(exc).__name__ == "OutOfMemoryException":
                 err.print(
                     "[bold red]error:[/] DuckDB ran out of memory within the workspace's "
@@ -77,12 +94,20 @@ def handled(f: F) -> F:
                     markup=True,
                 )
                 sys.exit(1)
-            if "No space left on device" in text or "could not write" in text.lower():
-                err.print(
-                    "[bold red]error:[/] the disk is full (ledger or temp_directory); "
-                    "nothing was committed; free space and run again.",
-                    markup=True,
-                )
+            if _disk_full(exc):
+                if _raised_in(exc, "render_batch_reports"):  # after the commit (spec 6)
+                    err.print(
+                        "[bold red]error:[/] the disk is full: the batch is committed but its "
+                        "reports could not be written; free space and run the same command "
+                        "again to write them.",
+                        markup=True,
+                    )
+                else:
+                    err.print(
+                        "[bold red]error:[/] the disk is full (ledger or temp_directory); "
+                        "nothing was committed; free space and run again.",
+                        markup=True,
+                    )
                 sys.exit(1)
             err.print(
                 f"[bold red]internal error:[/] {type(exc).__name__}: "

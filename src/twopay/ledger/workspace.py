@@ -34,7 +34,7 @@ max_quarantine_rate = 0.05       # above it a run commits nothing (exit 3)
 bands = [3000, 10000]            # subsidy bands per person-time, yuan (spec 7)
 
 [duckdb]
-memory_limit = "4GB"             # DuckDB spills to temp_directory beyond it
+memory_limit = "2GB"             # DuckDB spills to temp_directory beyond it
 temp_directory = ".twopay-tmp"   # relative to the workspace
 threads = 0                      # 0: all cores
 
@@ -54,7 +54,7 @@ class RunSettings(_Strict):
 
 
 class DuckDBSettings(_Strict):
-    memory_limit: str = "4GB"
+    memory_limit: str = "2GB"
     temp_directory: str = ".twopay-tmp"
     threads: int = Field(0, ge=0)
 

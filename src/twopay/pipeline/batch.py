@@ -448,6 +448,7 @@ class _Batch:
             """
         )
         fix_roster_keys(con, "roster")
+        _drop(con, "r_typed")  # its quarantined rows are in q_rows already
         con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
@@ -480,6 +481,7 @@ class _Batch:
             FROM work
             """
         )
+        _drop(con, "s_ok")
         match_identities(con, self.opts.today)
         con.execute(
             """
@@ -492,6 +494,15 @@ class _Batch:
             JOIN id_result r ON r.row_key = i.row_key
             """
         )
+        scratch = [
+            r[0]
+            for r in _q(
+                con,
+                "SELECT table_name FROM duckdb_tables() WHERE temporary "
+                "AND starts_with(table_name, 'identity_')",
+            )
+        ]
+        _drop(con, "work", "id_input", "id_result", *scratch)
         # Overrides (spec 3 rule 5) win over the identity rules.
         unknown = _q(
             con,
@@ -552,6 +563,7 @@ class _Batch:
                 ON m.row_batch_id = i.row_batch_id AND m.row_key = i.row_key AND m.pick = 1
             """
         )
+        _drop(con, "identified")
 
     # -- the whole run -----------------------------------------------------
 
@@ -574,6 +586,7 @@ class _Batch:
             has_units=self.opts.units is not None,
             has_enrollments=self.opts.enrollments is not None,
         )
+        _drop(con, "identified2")
         self.say("applying rules")
         self.adjudicate()
         fault_point("adjudicate")
@@ -627,6 +640,7 @@ class _Batch:
             FROM new_lines
             """
         )
+        _drop(con, "new_lines", "eligible_lines")
         con.execute(
             """
             INSERT INTO adj_lines
@@ -669,6 +683,7 @@ class _Batch:
             FROM new_lines_k n JOIN adj_result r USING (line_key)
             """
         )
+        _drop(con, "new_lines_k", "adj_result", "adj_lines")
 
     # -- payments (spec 7) -------------------------------------------------
 
@@ -983,6 +998,14 @@ class _Batch:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+
+def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    """Free a stage's tables as soon as the next stage has read them: a
+    batch of millions of rows keeps only what later stages and the commit
+    need, so it stays within DuckDB's memory_limit instead of spilling."""
+    for table in tables:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
