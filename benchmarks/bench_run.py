@@ -80,7 +80,9 @@ def floor(data: Path, out: Path, fmt: str, memory_limit: str) -> dict[str, objec
     """Child process: DuckDB alone doing the irreducible work of a batch."""
     import duckdb
 
-    con = duckdb.connect(str(out / "floor.duckdb"), config={"memory_limit": memory_limit})
+    db = out / "floor.duckdb"
+    db.unlink(missing_ok=True)  # a fresh database each time, like the run's fresh workspace
+    con = duckdb.connect(str(db), config={"memory_limit": memory_limit})
     ext = "parquet" if fmt == "parquet" else "csv"
     reader = "read_parquet" if fmt == "parquet" else "read_csv"
     start = time.perf_counter()

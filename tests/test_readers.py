@@ -134,3 +134,41 @@ def test_unreadable_files_are_one_sentence(content: bytes, message: str, tmp_pat
     path.write_bytes(content)
     with pytest.raises(UsageError, match=message):
         read_typed(path, tmp_path)
+
+
+ROW = "门诊,2024-01-05,100,80\n"
+HEAD = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # empty lines between records, one and several
+        f"S1,1,a,{ROW}\nS2,1,a,{ROW}\n\n\nS3,1,a,{ROW}",
+        # an empty line inside a quoted cell is the cell's, not a skipped line
+        f'S1,1,"a\n\nb",{ROW}\nS2,1,a,{ROW}',
+        # a row with too few fields after an empty line
+        f"S1,1,a,{ROW}\nS2,1\nS3,1,a,{ROW}\n",
+        # Windows line ends
+        f"S1,1,a,{ROW}\nS2,1,a,{ROW}".replace("\n", "\r\n"),
+        # empty lines at the end move nothing
+        f"S1,1,a,{ROW}S2,1,a,{ROW}\n\n",
+    ],
+    ids=["between", "quoted", "bad_row", "crlf", "trailing"],
+)
+def test_line_numbers_count_empty_lines_as_an_editor_does(body: str, tmp_path: Path) -> None:
+    """Spec 7: quarantine.line_number is the line a text editor shows; DuckDB
+    skips empty lines, which must not move later rows up."""
+    text = (HEAD.replace("\n", "\r\n") if "\r\n" in body else HEAD) + body
+    path = tmp_path / "s.csv"
+    path.write_bytes(text.encode())
+    con = duckdb.connect()
+    load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path)
+    got = dict(con.execute("SELECT coalesce(settlement_id, raw), line_number FROM raw0").fetchall())
+    editor = text.replace("\r\n", "\n").split("\n")
+    want = {}
+    for sid in ("S1", "S2", "S3"):
+        hits = [i + 1 for i, line in enumerate(editor) if line.startswith(sid + ",")]
+        if hits:
+            want[sid if sid in got else next(k for k in got if k.startswith(sid))] = hits[0]
+    assert got == want

@@ -59,6 +59,21 @@ def file_sha256(path: Path) -> str:
     return _HASHES[key]
 
 
+def blank_lines(path: Path) -> list[int]:
+    """The numbers of the empty lines outside quoted cells, which DuckDB skips
+    without counting them as records. Only read when a file's line count says
+    that it has lines that are not one record each (rare): a pass in Python."""
+    blanks: list[int] = []
+    in_quote = False
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not in_quote and not line.strip(b"\r\n"):
+                blanks.append(number)
+            if line.count(b'"') % 2:
+                in_quote = not in_quote
+    return blanks
+
+
 def count_newlines(path: Path) -> int:
     n = 0
     with path.open("rb") as fh:
@@ -292,22 +307,26 @@ def _stage_csv(
     n = len(first)
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
     con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
-    # rn is the record's place in the file: a one-thread scan, in order
+    # A record's place in the file is its rowid (+ 1): a one-thread scan
+    # inserted in order. (A row_number() window would hold the whole file in
+    # memory; the insert streams and spills.)
     keep_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")
     try:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE {csv_t} AS
-            SELECT row_number() OVER () AS rn, *
+            SELECT *
             FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true,
                           auto_detect = false, columns = {columns},
                           store_rejects = true, rejects_table = '_rej_err',
-                          rejects_scan = '_rej_scan', max_line_size = 4000000,
+                          rejects_scan = '_rej_scan', max_line_size = 4000000, buffer_size = 8000000,
                           strict_mode = true, parallel = false)
             """,
             [str(text_path), delim],
         )
+    except duckdb.OutOfMemoryException:
+        raise  # not the file's fault: the CLI says to raise memory_limit
     except duckdb.Error as exc:
         raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)}).") from None
     finally:
@@ -362,8 +381,26 @@ def _stage_csv(
         else "rec + coalesce(sum(nl) OVER (ORDER BY rec ROWS BETWEEN UNBOUNDED PRECEDING "
         "AND 1 PRECEDING), 0)"
     )
+    # Empty lines between records are not records: a record's line as counted
+    # without them (L) moves down by each empty line before it. The j-th empty
+    # line, on line p, has p - j other lines before it, so it comes before
+    # every record with L > p - j.
+    blank_t = f"{table}_blank"
+    blanks = [] if one_line_each else blank_lines(text_path)
+    if blanks:
+        _register_blanks(con, blank_t, blanks)
+        # DuckDB numbers a row it could not parse by its physical line, empty
+        # lines included (and puts them in front of its text): count it like
+        # the others, without them
+        con.execute(
+            f"""
+            UPDATE {rej_t} SET
+                rec = rec - coalesce((SELECT max(b.k) FROM {blank_t} b WHERE b.p < {rej_t}.rec), 0),
+                csv_line = ltrim(csv_line, chr(13) || chr(10))
+            """
+        )
     # rejected records before a good row shift it; with none, skip the count
-    shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 1 + rn)" if any_rejects else "0"
+    shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 2 + rowid)" if any_rejects else "0"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {stage} AS
@@ -371,7 +408,7 @@ def _stage_csv(
             SELECT *, rec - (row_number() OVER (ORDER BY rec) - 1) AS slot FROM {rej_t}
         ),
         good AS (
-            SELECT 1 + rn + {shift} AS rec,
+            SELECT 2 + rowid + {shift} AS rec,
                    {raw} AS raw, NULL::VARCHAR AS parse_error,
                    {"0" if one_line_each else nl} AS nl, {select_cols}
             FROM {csv_t}
@@ -386,9 +423,10 @@ def _stage_csv(
                 0, {null_cols}
             FROM {rej_t}
         )
-        SELECT {line_number} AS line_number,
-               * EXCLUDE (rec, nl)
-        FROM records
+        {"SELECT ln + coalesce(b.k, 0) AS line_number, r.* EXCLUDE (rec, nl, ln)"
+         if blanks else "SELECT ln AS line_number, * EXCLUDE (rec, nl, ln)"}
+        FROM (SELECT {line_number} AS ln, * FROM records) r
+        {f"ASOF LEFT JOIN {blank_t} b ON r.ln > b.pos" if blanks else ""}
         """
     )
     for t in ("_rej_err", "_rej_scan"):
@@ -586,6 +624,24 @@ def _stage_parquet(
     return set(named)
 
 
+def _register_blanks(con: duckdb.DuckDBPyConnection, table: str, blanks: list[int]) -> None:
+    """(pos, k): k empty lines come before every record whose line, counted
+    without empty lines, is above pos."""
+    frame = pa.table({"p": pa.array(blanks, pa.int64())})
+    con.register("_blank_arrow", frame)
+    try:
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT p - k AS pos, max(k) AS k, max(p) AS p
+            FROM (SELECT p, row_number() OVER (ORDER BY p) AS k FROM _blank_arrow)
+            GROUP BY ALL
+            """
+        )
+    finally:
+        con.unregister("_blank_arrow")
+
+
 def sql_literal(text: str) -> str:
     """A text as a SQL string literal (for views, which take no parameters)."""
     return "'" + text.replace("'", "''") + "'"
@@ -593,7 +649,7 @@ def sql_literal(text: str) -> str:
 
 def drop_loaded(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Drop what a (lazy) load_input left behind for ``table``."""
-    for name in (table, f"{table}_staged", f"{table}_csv", f"{table}_rej"):
+    for name in (table, f"{table}_staged", f"{table}_csv", f"{table}_rej", f"{table}_blank"):
         for kind in ("VIEW", "TABLE"):
             if con.execute(
                 "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND temporary"

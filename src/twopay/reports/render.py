@@ -127,11 +127,12 @@ def _write_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, batch_id:
     params = {"batch": batch_id} if "$batch" in query else {}
     cols = [d[0] for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description]
     select = ", ".join(f"{_safe_col(c)} AS {c}" if c in TEXT_COLUMNS else c for c in cols)
-    con.execute(
+    # COPY answers with the number of rows it wrote
+    written = con.execute(
         f"COPY (SELECT {select} FROM ({query})) TO '{_sql_path(path)}' (HEADER, DELIMITER ',')",
         params,
-    )
-    return int(con.execute(f"SELECT count(*) FROM ({query})", params).fetchall()[0][0])
+    ).fetchall()
+    return int(written[0][0])
 
 
 def _safe_col(c: str) -> str:
