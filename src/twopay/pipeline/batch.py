@@ -634,10 +634,15 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE new_lines_k AS
-            SELECT {base_key} + row_number() OVER (
-                       ORDER BY person_key, scheme, plan_year, service_date, settlement_id,
-                                kind, reverses_line) AS line_key, *
-            FROM new_lines
+            -- the keys alone are sorted (sorting every column costs twice as much)
+            WITH k AS (
+                SELECT rowid AS rid, row_number() OVER (
+                    ORDER BY person_key, scheme, plan_year, service_date, settlement_id,
+                             kind, reverses_line) AS n
+                FROM new_lines
+            )
+            SELECT {base_key} + k.n AS line_key, l.*
+            FROM new_lines l JOIN k ON l.rowid = k.rid
             """
         )
         _drop(con, "new_lines", "eligible_lines")

@@ -103,7 +103,11 @@ def check(
         f"""
         CREATE OR REPLACE TEMP TABLE member_checks AS
         WITH u AS ({units})
-        SELECT i.*, r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
+        -- what the checks, the lines and the ledger read; the identity
+        -- evidence stays in identified2, read once by decisions
+        SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, candidate_member_id,
+                            evidence, id_detail, override_decision, carried, id_outcome),
+               r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
                coalesce(rt.run_start, r.valid_from) AS run_start,
                r.valid_from <= i.service_date
                    AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
@@ -127,20 +131,28 @@ def check(
             WHERE m.member_active AND (NOT {has_units} OR
                   (m.unit_known AND m.dues_paid_through >= m.service_date))
         ),
-        chk AS (
-            -- the version coverage reads: in force, else the latest started
-            -- before the date, else the earliest (spec 5)
-            SELECT p.*, v.version, v.enrollment, v.categories, v.waiting_days,
-                   v.has_outpatient, v.has_inpatient,
-                   v.effective_from <= p.service_date
-                       AND (v.effective_to IS NULL OR p.service_date <= v.effective_to) AS in_force
-            FROM pairs p JOIN scheme_versions v ON v.scheme = p.scheme
+        -- the version coverage reads: in force, else the latest started
+        -- before the date, else the earliest (spec 5). It depends on the
+        -- scheme and the date alone: chosen once per distinct date, not per row.
+        days AS (SELECT DISTINCT service_date FROM member_checks),
+        version_on AS (
+            SELECT d.service_date, v.scheme, v.version, v.enrollment, v.categories,
+                   v.waiting_days, v.has_outpatient, v.has_inpatient,
+                   v.effective_from <= d.service_date
+                       AND (v.effective_to IS NULL OR d.service_date <= v.effective_to) AS in_force
+            FROM days d CROSS JOIN scheme_versions v
             QUALIFY row_number() OVER (
-                PARTITION BY p.row_batch_id, p.row_key, p.scheme
-                ORDER BY in_force DESC, (v.effective_from <= p.service_date) DESC,
-                         CASE WHEN v.effective_from <= p.service_date
+                PARTITION BY d.service_date, v.scheme
+                ORDER BY in_force DESC, (v.effective_from <= d.service_date) DESC,
+                         CASE WHEN v.effective_from <= d.service_date
                               THEN v.effective_from END DESC,
-                         v.effective_from) = 1
+                         v.effective_from, v.version) = 1
+        ),
+        chk AS (
+            SELECT p.*, v.version, v.enrollment, v.categories, v.waiting_days,
+                   v.has_outpatient, v.has_inpatient, v.in_force
+            FROM pairs p JOIN version_on v
+                ON v.scheme = p.scheme AND v.service_date = p.service_date
         ),
         required AS (SELECT * FROM chk WHERE enrollment = 'required'),
         enr AS (
