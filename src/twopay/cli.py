@@ -87,9 +87,14 @@ def handled(f: F) -> F:
             if debug:
                 raise
             if type(exc).__name__ == "OutOfMemoryException":
+                done = (
+                    "the batch is committed but its reports could not be written"
+                    if _raised_in(exc, "render_batch_reports")  # after the commit (spec 6)
+                    else "nothing was committed"
+                )
                 err.print(
                     "[bold red]error:[/] DuckDB ran out of memory within the workspace's "
-                    "memory_limit; nothing was committed; raise \\[duckdb] memory_limit in "
+                    f"memory_limit; {done}; raise \\[duckdb] memory_limit in "
                     "twopay.toml or give temp_directory more room.",
                     markup=True,
                 )
