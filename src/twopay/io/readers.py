@@ -259,9 +259,7 @@ def load_input(
     if lazy:
         return LoadedFile(table, source, path, digest, None, fmt, used_encoding)
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-    con.execute(f"ALTER TABLE {table} RENAME TO {table}_done")
-    drop_loaded(con, table)
-    con.execute(f"ALTER TABLE {table}_done RENAME TO {table}")
+    drop_loaded(con, table, keep_table=True)
     return LoadedFile(table, source, path, digest, rows, fmt, used_encoding)
 
 
@@ -647,9 +645,11 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def drop_loaded(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Drop what a (lazy) load_input left behind for ``table``."""
-    for name in (table, f"{table}_staged", f"{table}_csv", f"{table}_rej", f"{table}_blank"):
+def drop_loaded(con: duckdb.DuckDBPyConnection, table: str, *, keep_table: bool = False) -> None:
+    """Drop what a (lazy) load_input left behind for ``table`` (and the
+    table or view itself unless ``keep_table``)."""
+    own = () if keep_table else (table,)
+    for name in (*own, f"{table}_staged", f"{table}_csv", f"{table}_rej", f"{table}_blank"):
         for kind in ("VIEW", "TABLE"):
             if con.execute(
                 "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND temporary"
