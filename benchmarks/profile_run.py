@@ -1,0 +1,87 @@
+"""Where a batch spends its time: every SQL statement of one run, timed.
+
+Wraps the workspace's connection so that each ``execute`` is timed, runs one
+batch on inputs made by ``twopay sample`` (or bench_run.py's data folders),
+and prints the time per stage and the slowest statements with the line that
+issued them.
+
+    python benchmarks/profile_run.py benchmarks/out/data_parquet_5000000 --format parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+from twopay.ledger import workspace as wsmod
+from twopay.ledger.workspace import init_workspace, open_workspace
+from twopay.pipeline.batch import RunOptions, run_batch
+
+
+class TimedConnection:
+    """A DuckDB connection whose execute calls are timed into ``log``."""
+
+    def __init__(self, con: object, log: list[tuple[float, str, str]]) -> None:
+        self._con = con
+        self._log = log
+
+    def execute(self, sql: str, *args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        result = self._con.execute(sql, *args, **kwargs)  # type: ignore[attr-defined]
+        caller = traceback.extract_stack(limit=3)[-2]
+        where = f"{Path(caller.filename).name}:{caller.lineno}"
+        self._log.append((time.perf_counter() - start, where, " ".join(sql.split())[:90]))
+        return result
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--format", default="parquet", choices=["csv", "parquet"])
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "profile_ws")
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+    log: list[tuple[float, str, str]] = []
+    connect = wsmod.Workspace.connect
+    wsmod.Workspace.connect = lambda self, *a, **k: TimedConnection(connect(self, *a, **k), log)  # type: ignore[assignment,method-assign,return-value]
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    init_workspace(args.work)
+    ext = args.format
+    units = args.data / f"units.{ext}"
+    start = time.perf_counter()
+    run_batch(
+        open_workspace(args.work),
+        RunOptions(
+            period="2024-01",
+            settlements=[args.data / f"settlements.{ext}"],
+            roster=args.data / f"roster.{ext}",
+            units=units if units.exists() else None,
+            max_quarantine_rate=1.0,
+        ),
+        progress=lambda msg: log.append((-1.0, "STAGE", msg)),
+    )
+    print(f"run: {time.perf_counter() - start:.1f} s")
+    stage, per_stage = "start", defaultdict(lambda: [0.0, 0])
+    for secs, _where, text in log:
+        if secs < 0:
+            stage = text
+            continue
+        per_stage[stage][0] += secs
+        per_stage[stage][1] += 1
+    for name, (secs, n) in per_stage.items():
+        print(f"  {name:24} {secs:7.2f} s in SQL  ({n} statements)")
+    print("slowest statements:")
+    for secs, where, text in sorted((e for e in log if e[0] >= 0), reverse=True)[: args.top]:
+        print(f"  {secs:7.2f} s  {where:26} {text}")
+
+
+if __name__ == "__main__":
+    main()
