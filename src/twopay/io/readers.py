@@ -240,8 +240,7 @@ def load_input(
         used_encoding = encoding or detect_encoding(path)
         staged = _stage_csv(con, path, kind, aliases, used_encoding, workdir, table, lazy)
     elif fmt == "xlsx":
-        staged = _stage_xlsx(con, path, kind, aliases)
-        con.execute(f"ALTER TABLE _staged RENAME TO {stage}")
+        staged = _stage_xlsx(con, path, kind, aliases, stage)
     else:
         staged = _stage_parquet(con, path, kind, aliases, stage, lazy)
     cols = ", ".join(
@@ -437,6 +436,7 @@ def _stage_xlsx(
     path: Path,
     kind: FileKind,
     aliases: Mapping[str, list[str]] | None,
+    stage: str,
 ) -> set[str]:
     """The first sheet: the first row with a cell is the header; a row with no
     cell at all is not a data row (like a blank line in a CSV file); each row's
@@ -580,7 +580,7 @@ def _stage_xlsx(
         *[pl.col(cols[i]).alias(name) for name, i in named.items()],
     )
     con.register("_xlsx_frame", body)
-    con.execute("CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM _xlsx_frame")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT * FROM _xlsx_frame")
     con.unregister("_xlsx_frame")
     return set(named)
 
@@ -648,16 +648,20 @@ def sql_literal(text: str) -> str:
 def drop_loaded(con: duckdb.DuckDBPyConnection, table: str, *, keep_table: bool = False) -> None:
     """Drop what a (lazy) load_input left behind for ``table`` (and the
     table or view itself unless ``keep_table``)."""
-    own = () if keep_table else (table,)
-    for name in (*own, f"{table}_staged", f"{table}_csv", f"{table}_rej", f"{table}_blank"):
-        for kind in ("VIEW", "TABLE"):
-            if con.execute(
-                "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND temporary"
-                if kind == "VIEW"
-                else "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND temporary",
-                [name],
-            ).fetchall()[0][0]:
-                con.execute(f"DROP {kind} {name}")
+    own = [] if keep_table else [table]
+    names = [*own, f"{table}_staged", f"{table}_csv", f"{table}_rej", f"{table}_blank"]
+    # DROP VIEW on a table is an error: ask the catalogue which each one is
+    found = con.execute(
+        """
+        SELECT 'VIEW', view_name FROM duckdb_views() WHERE temporary AND list_contains($n, view_name)
+        UNION ALL
+        SELECT 'TABLE', table_name FROM duckdb_tables()
+        WHERE temporary AND list_contains($n, table_name)
+        """,
+        {"n": names},
+    ).fetchall()
+    for kind, name in found:
+        con.execute(f"DROP {kind} {name}")
 
 
 def _first_line(exc: BaseException) -> str:
