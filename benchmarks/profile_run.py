@@ -11,6 +11,7 @@ issued them.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import time
 import traceback
@@ -34,7 +35,16 @@ class TimedConnection:
         result = self._con.execute(sql, *args, **kwargs)  # type: ignore[attr-defined]
         caller = traceback.extract_stack(limit=3)[-2]
         where = f"{Path(caller.filename).name}:{caller.lineno}"
-        self._log.append((time.perf_counter() - start, where, " ".join(sql.split())[:90]))
+        text = " ".join(sql.split())
+        spill = ""
+        if text.startswith(("CREATE", "INSERT")):
+            # what DuckDB has spilled to its temp files after the statement
+            # (a result still to be fetched must not be interrupted: only DDL/DML)
+            size = self._con.execute(  # type: ignore[attr-defined]
+                "SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
+            ).fetchall()[0][0]
+            spill = f"[spill {size / 2**20:,.0f} MB] "
+        self._log.append((time.perf_counter() - start, where, spill + text[:90]))
         return result
 
     def __getattr__(self, name: str) -> object:
@@ -47,6 +57,7 @@ def main() -> None:
     ap.add_argument("--format", default="parquet", choices=["csv", "parquet"])
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "profile_ws")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for this run (default: twopay.toml's)")
     args = ap.parse_args()
     log: list[tuple[float, str, str]] = []
     connect = wsmod.Workspace.connect
@@ -54,6 +65,11 @@ def main() -> None:
     if args.work.exists():
         shutil.rmtree(args.work)
     init_workspace(args.work)
+    if args.memory_limit:
+        cfg = args.work / "twopay.toml"
+        cfg.write_text(
+            re.sub(r'(?m)^memory_limit = "[^"]*"', f'memory_limit = "{args.memory_limit}"', cfg.read_text())
+        )
     ext = args.format
     units = args.data / f"units.{ext}"
     start = time.perf_counter()

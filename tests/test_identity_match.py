@@ -14,6 +14,8 @@ from twopay.identity.idnumber import mask_id
 from twopay.identity.match import (
     ID_RESULT_COLUMNS,
     OUTCOMES,
+    exact_detail_sql,
+    exact_evidence_sql,
     match_identities,
     prepare_roster,
     roster_invalid_ids,
@@ -31,6 +33,8 @@ Record = tuple  # (member_id, name, id_number[, valid_from, valid_to])
 def identify(
     roster: list[Record],
     settlements: list[tuple[str | None, str | None] | tuple[str, str, date]],
+    *,
+    lazy_exact: bool = False,
 ) -> list[dict[str, object]]:
     """Run prepare_roster and match_identities; id_result rows as dicts."""
     con = duckdb.connect()
@@ -58,7 +62,7 @@ def identify(
             [i, idn, name, day[0] if day else date(2024, 3, 1)],
         )
     prepare_roster(con, TODAY)
-    match_identities(con, TODAY)
+    match_identities(con, TODAY, lazy_exact=lazy_exact)
     cur = con.execute("SELECT * FROM id_result ORDER BY row_key")
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -263,6 +267,30 @@ def test_evidence_is_json_with_the_rule() -> None:
     assert [e["rule"] for e in ev] == ["3.1", "3.2", "3.4"]
     assert ev[1]["pinyin"] == "zhang wei" and ev[1]["roster_name"] == "张伟"
     assert ev[2]["candidate_members"] == "M1" and ev[2]["candidates"] == 1
+
+
+def test_lazy_exact_leaves_only_plain_exact_matches_to_be_spelled_out() -> None:
+    """The batch asks for the plain exact case lazily and spells it out with
+    exact_detail_sql / exact_evidence_sql: the same text as the eager result."""
+    settlements = [(A, "张伟"), (A, "章玮"), (A, "張偉"), (swap(A, 10), "张伟"), (B, "李娜"), (None, "x")]
+    eager = identify(ROSTER, settlements)
+    lazy = identify(ROSTER, settlements, lazy_exact=True)
+    con = duckdb.connect()
+    for e, z in zip(eager, lazy, strict=True):
+        plain = e["outcome"] == "exact" and e["match"] == "exact"
+        assert (z["detail"] is None and z["evidence"] is None) == plain
+        assert z["roster_member"] == e["roster_member"]
+        if plain:
+            detail, evidence = con.execute(
+                f"SELECT {exact_detail_sql('$m')}, {exact_evidence_sql('$m', '$r')}",
+                {"m": z["roster_member"], "r": z["record_key"]},
+            ).fetchall()[0]
+            assert (detail, evidence) == (e["detail"], e["evidence"])
+            assert json.loads(str(evidence))["rule"] == "3.1"
+        else:
+            assert z == e
+    # (A, 张伟) and (B, 李娜) are plain; homophone, Traditional, typo, empty are not
+    assert [z["evidence"] is None for z in lazy] == [True, False, False, False, True, False]
 
 
 def test_roster_preparation() -> None:

@@ -73,7 +73,22 @@ ID_RESULT_COLUMNS = (
     "candidate_member_id VARCHAR",
     "detail VARCHAR",  # one English sentence, IDs masked
     "evidence VARCHAR",  # JSON text
+    "roster_member VARCHAR",  # member_id of the record the ID found (rules 1-3)
 )
+
+
+def exact_detail_sql(member: str) -> str:
+    """The detail of a plain exact match (ID and name as the roster has them)."""
+    return f"'ID and name match roster member ' || {member} || '.'"
+
+
+def exact_evidence_sql(member: str, record: str) -> str:
+    """The evidence of a plain exact match: by concatenation, the common case
+    (to_json of a struct costs 50 % more)."""
+    return (
+        "'{\"rule\":\"3.1\",\"outcome\":\"exact\",\"name_level\":\"exact\",\"roster_member\":'"
+        f" || to_json({member})::VARCHAR || ',\"record_key\":' || {record}::VARCHAR || '}}'"
+    )
 
 # a value with a character beyond ASCII (bytes <> characters): cheaper than a regex
 _NON_ASCII = "strlen({0}) <> length({0})"
@@ -178,16 +193,23 @@ def roster_invalid_ids(con: duckdb.DuckDBPyConnection, today: date | None = None
 
 
 def match_identities(
-    con: duckdb.DuckDBPyConnection, today: date, timings: dict[str, float] | None = None
+    con: duckdb.DuckDBPyConnection,
+    today: date,
+    timings: dict[str, float] | None = None,
+    *,
+    lazy_exact: bool = False,
 ) -> None:
     """Decide spec 3 rules 1-4 for every id_input row; write temp table id_result.
-    ``timings``, when given, receives the seconds each step took."""
+    ``timings``, when given, receives the seconds each step took. With
+    ``lazy_exact`` the detail and evidence of a plain exact match (most rows)
+    are left NULL, for the caller to spell out from roster_member and
+    record_key (exact_detail_sql, exact_evidence_sql) where it needs them."""
     steps: list[tuple[str, Callable[[], None]]] = [
         ("normalise IDs and names", lambda: _normalise_input(con, today)),
         ("find roster records", lambda: _find_records(con)),
         ("compare differing names", lambda: _compare_found_names(con)),
         ("search one-digit-away IDs", lambda: _find_id_typo_candidates(con, today)),
-        ("write id_result", lambda: _write_result(con)),
+        ("write id_result", lambda: _write_result(con, lazy_exact)),
     ]
     for label, step in steps:
         start = time.perf_counter()
@@ -462,7 +484,7 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
     )
 
 
-def _write_result(con: duckdb.DuckDBPyConnection) -> None:
+def _write_result(con: duckdb.DuckDBPyConnection, lazy_exact: bool = False) -> None:
     """One row per input row: rules 1-4 in order (spec 3), detail and evidence."""
     problems = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROBLEMS.items())
     given = f"coalesce(nullif({mask_id_sql('id_norm')}, ''), '(empty)')"
@@ -519,7 +541,7 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
                  WHEN outcome = 'probable_id_typo' THEN c_member END AS candidate_member_id,
             CASE outcome
                 WHEN 'exact' THEN CASE WHEN level = 'exact'
-                    THEN 'ID and name match roster member ' || f_member || '.'
+                    THEN {"NULL" if lazy_exact else exact_detail_sql("f_member")}
                     ELSE 'Name ' || name_norm || ' is roster member ' || f_member || '''s '
                         || roster_name || ' in Simplified characters.' END
                 WHEN 'homophone' THEN 'Name ' || name_norm || ' sounds as roster member '
@@ -540,10 +562,8 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
                         || ' roster members of the same name are one digit away ('
                         || c_members || '), so none is chosen.' ELSE '.' END
             END AS detail,
-            -- the common case by concatenation: to_json of a struct costs 50 % more
             CASE WHEN outcome = 'exact' AND level = 'exact' THEN
-                '{{"rule":"3.1","outcome":"exact","name_level":"exact","roster_member":'
-                || to_json(f_member)::VARCHAR || ',"record_key":' || f_record::VARCHAR || '}}'
+                {"NULL" if lazy_exact else exact_evidence_sql("f_member", "f_record")}
                 ELSE to_json({{
                     'rule': rule, 'outcome': outcome,
                     'id_given': {mask_id_sql("id_raw")}, 'id_normalised': {given},
@@ -555,7 +575,8 @@ def _write_result(con: duckdb.DuckDBPyConnection) -> None:
                     'candidates': candidates, 'candidate_members': c_members,
                     'candidate_id': CASE WHEN c_person IS NOT NULL THEN {cand} END,
                     'candidate_edit': c_edit}})::VARCHAR
-            END AS evidence
+            END AS evidence,
+            CASE WHEN level IS NOT NULL THEN f_member END AS roster_member
         FROM outcome
         """
     )

@@ -24,7 +24,12 @@ import duckdb
 from twopay import __version__
 from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, UsageError
 from twopay.faults import fault_point
-from twopay.identity.match import fix_roster_keys, match_identities, roster_keys_sql
+from twopay.identity.match import (
+    exact_detail_sql,
+    fix_roster_keys,
+    match_identities,
+    roster_keys_sql,
+)
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
 from twopay.ledger.workspace import Workspace
@@ -308,16 +313,31 @@ class _Batch:
             """,
             [self.prior_arg],
         )
+        # Repeated settlement_ids are few: found by one narrow aggregate and
+        # described apart, so the readable rows are a view, not a copy.
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE s_ok AS
-            SELECT s.*,
-                count(*) OVER (PARTITION BY settlement_id) AS copies,
-                count(DISTINCT content_hash) OVER (PARTITION BY settlement_id) AS versions,
-                row_number() OVER (PARTITION BY settlement_id ORDER BY row_key) AS copy_no,
-                first_value(line_number) OVER (
-                    PARTITION BY settlement_id ORDER BY row_key) AS first_line
-            FROM s_typed s WHERE q_code IS NULL
+            CREATE OR REPLACE TEMP TABLE dup_groups AS
+            WITH repeated AS (
+                SELECT settlement_id FROM s_typed WHERE q_code IS NULL
+                GROUP BY settlement_id HAVING count(*) > 1
+            )
+            SELECT settlement_id, count(*) AS copies,
+                   count(DISTINCT content_hash) AS versions, min(row_key) AS first_key,
+                   arg_min(line_number, row_key) AS first_line
+            FROM s_typed SEMI JOIN repeated USING (settlement_id)
+            WHERE q_code IS NULL
+            GROUP BY settlement_id
+            """
+        )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP VIEW s_ok AS
+            SELECT s.*, coalesce(d.copies, 1) AS copies, coalesce(d.versions, 1) AS versions,
+                   d.first_key IS NOT NULL AND s.row_key <> d.first_key AS is_copy,
+                   coalesce(d.first_line, s.line_number) AS first_line
+            FROM s_typed s LEFT JOIN dup_groups d USING (settlement_id)
+            WHERE s.q_code IS NULL
             """
         )
         con.execute(
@@ -334,7 +354,7 @@ class _Batch:
                         THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
                      ELSE 'identical copy of line ' || s.first_line::VARCHAR END AS detail
             FROM s_ok s LEFT JOIN prior_seen p USING (settlement_id)
-            WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.copy_no > 1
+            WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.is_copy
             """
         )
         # Reversal link: rows with `reverses`, not already decided.
@@ -452,17 +472,20 @@ class _Batch:
         con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
-        # rows of earlier batches that an override now decides.
+        # rows of earlier batches that an override now decides. wid is one
+        # key for both: the row_key of a row of this batch (positive), a
+        # negative number for a carried row.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE work AS
-            SELECT {self.batch_id} AS row_batch_id, s.row_key, s.settlement_id, s.id_number,
-                   s.name, s.visit_type, s.service_date, s.admission_date, s.total_cost,
-                   s.self_pay_1, s.self_pay_2, s.out_of_pocket, false AS carried
+            SELECT s.row_key AS wid, {self.batch_id} AS row_batch_id, s.row_key, s.settlement_id,
+                   s.id_number, s.name, s.visit_type, s.service_date, s.admission_date,
+                   s.total_cost, s.self_pay_1, s.self_pay_2, s.out_of_pocket, false AS carried
             FROM s_ok s
             WHERE s.reverses IS NULL AND s.row_key NOT IN (SELECT row_key FROM decided)
             UNION ALL
-            SELECT h.row_batch_id, h.row_key, h.settlement_id, st.id_number, st.name,
+            SELECT -row_number() OVER (ORDER BY h.row_batch_id, h.row_key), h.row_batch_id,
+                   h.row_key, h.settlement_id, st.id_number, st.name,
                    st.visit_type, st.service_date, st.admission_date, st.total_cost,
                    st.self_pay_1, st.self_pay_2, st.out_of_pocket, true
             FROM pending_reviews h
@@ -472,28 +495,14 @@ class _Batch:
                               WHERE w.row_batch_id = h.row_batch_id AND w.row_key = h.row_key)
             """
         )
+        con.execute("DROP VIEW s_ok")
+        _drop(con, "dup_groups")
         con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE id_input AS
-            SELECT row_number() OVER (ORDER BY carried, row_batch_id, row_key) AS row_key,
-                   id_number AS id_raw, name, service_date,
-                   row_batch_id AS w_batch, row_key AS w_row
-            FROM work
-            """
+            "CREATE OR REPLACE TEMP VIEW id_input AS "
+            "SELECT wid AS row_key, id_number AS id_raw, name, service_date FROM work"
         )
-        _drop(con, "s_ok")
-        match_identities(con, self.opts.today)
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE identified AS
-            SELECT w.*, r.id_norm, r.id_problem, r.outcome AS id_outcome, r.match,
-                   r.person_key, r.record_key, r.candidate_member_id, r.detail AS id_detail,
-                   r.evidence
-            FROM work w
-            JOIN id_input i ON i.w_batch = w.row_batch_id AND i.w_row = w.row_key
-            JOIN id_result r ON r.row_key = i.row_key
-            """
-        )
+        match_identities(con, self.opts.today, lazy_exact=True)
+        con.execute("DROP VIEW id_input")
         scratch = [
             r[0]
             for r in _q(
@@ -502,14 +511,14 @@ class _Batch:
                 "AND starts_with(table_name, 'identity_')",
             )
         ]
-        _drop(con, "work", "id_input", "id_result", *scratch)
+        _drop(con, *scratch)
         # Overrides (spec 3 rule 5) win over the identity rules.
         unknown = _q(
             con,
             """
             SELECT o.line_number, o.member_id FROM ovr_typed o
             WHERE o.decision = 'accept'
-              AND o.settlement_id IN (SELECT settlement_id FROM identified)
+              AND o.settlement_id IN (SELECT settlement_id FROM work)
               AND (o.member_id IS NULL OR o.member_id NOT IN (SELECT member_id FROM roster))
             LIMIT 1
             """,
@@ -519,51 +528,57 @@ class _Batch:
                 f"{self.ws.overrides_path}: line {unknown[0][0]}: accept names member_id "
                 f"{unknown[0][1]!r}, which is not in the roster."
             )
+        # The identity result joined to its rows once, with the overrides
+        # applied in the same statement.
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE identified2 AS
             WITH ovr AS (
                 SELECT * FROM ovr_typed
                 QUALIFY row_number() OVER (PARTITION BY settlement_id ORDER BY line_number DESC) = 1
             ),
             member_rec AS (
-                SELECT i.row_batch_id, i.row_key, r.record_key, r.person_key,
+                SELECT w.wid, r.record_key, r.person_key,
                        row_number() OVER (
-                           PARTITION BY i.row_batch_id, i.row_key
-                           ORDER BY (r.valid_from <= i.service_date
-                                     AND (r.valid_to IS NULL OR i.service_date <= r.valid_to)) DESC,
+                           PARTITION BY w.wid
+                           ORDER BY (r.valid_from <= w.service_date
+                                     AND (r.valid_to IS NULL OR w.service_date <= r.valid_to)) DESC,
                                     r.valid_from DESC) AS pick
-                FROM identified i
-                JOIN ovr o ON o.settlement_id = i.settlement_id AND o.decision = 'accept'
+                FROM work w
+                JOIN ovr o ON o.settlement_id = w.settlement_id AND o.decision = 'accept'
                 JOIN roster r ON r.member_id = o.member_id
             )
-            SELECT i.* EXCLUDE (id_outcome, match, person_key, record_key, id_detail),
+            SELECT w.* EXCLUDE (wid), i.id_norm, i.id_problem,
                 CASE WHEN o.decision = 'accept' THEN 'override'
                      WHEN o.decision = 'reject' THEN
-                        CASE WHEN i.id_outcome IN ('probable_name_typo', 'name_mismatch',
-                                                   'exact', 'homophone')
+                        CASE WHEN i.outcome IN ('probable_name_typo', 'name_mismatch',
+                                                'exact', 'homophone')
                              THEN 'name_mismatch'
                              WHEN i.id_problem IS NOT NULL THEN 'invalid_id_number'
                              ELSE 'not_a_member' END
-                     ELSE i.id_outcome END AS id_outcome,
+                     ELSE i.outcome END AS id_outcome,
                 CASE WHEN o.decision = 'accept' THEN 'override' ELSE i.match END AS match,
                 CASE WHEN o.decision = 'accept' THEN m.person_key ELSE i.person_key END
                     AS person_key,
                 CASE WHEN o.decision = 'accept' THEN m.record_key ELSE i.record_key END
                     AS record_key,
+                i.candidate_member_id,
                 CASE WHEN o.decision IS NOT NULL
                     THEN 'review decision ' || o.decision
                          || coalesce(' by ' || o.decided_by, '')
-                         || coalesce(': ' || o.note, '') || ' (was: ' || i.id_detail || ')'
-                    ELSE i.id_detail END AS id_detail,
+                         || coalesce(': ' || o.note, '') || ' (was: '
+                         || coalesce(i.detail, {exact_detail_sql("i.roster_member")}) || ')'
+                    ELSE i.detail END AS id_detail,
+                -- NULL for a plain exact match: decisions spells it out
+                i.evidence, i.roster_member AS id_member, i.record_key AS id_record,
                 o.decision AS override_decision
-            FROM identified i
-            LEFT JOIN ovr o ON o.settlement_id = i.settlement_id
-            LEFT JOIN member_rec m
-                ON m.row_batch_id = i.row_batch_id AND m.row_key = i.row_key AND m.pick = 1
+            FROM work w
+            JOIN id_result i ON i.row_key = w.wid
+            LEFT JOIN ovr o ON o.settlement_id = w.settlement_id
+            LEFT JOIN member_rec m ON m.wid = w.wid AND m.pick = 1
             """
         )
-        _drop(con, "identified")
+        _drop(con, "work", "id_result")
 
     # -- the whole run -----------------------------------------------------
 
@@ -645,7 +660,8 @@ class _Batch:
             FROM new_lines l JOIN k ON l.rowid = k.rid
             """
         )
-        _drop(con, "new_lines", "eligible_lines")
+        con.execute("DROP VIEW eligible_lines")
+        _drop(con, "new_lines")
         con.execute(
             """
             INSERT INTO adj_lines
@@ -730,9 +746,7 @@ class _Batch:
             CREATE OR REPLACE TEMP TABLE member_net AS
             WITH net AS (
                 SELECT member_id, any_value(person_key) AS person_key, sum(payout) AS gross,
-                       count(*) AS n_lines,
-                       string_agg(DISTINCT settlement_id, ';' ORDER BY settlement_id)
-                           AS settlement_ids
+                       count(*) AS n_lines
                 FROM batch_lines GROUP BY member_id
             ),
             owed AS (
@@ -804,16 +818,30 @@ class _Batch:
                 "ending in '-R<n>' meets another member's re-issue); rename that member_id in "
                 "the roster."
             )
+        # the settlements behind a recovery are spelled out for the few
+        # members who have one, not for every member paid
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_recoveries AS
+            WITH owing AS (
+                SELECT member_id, person_key, gross, offset_amount FROM member_net
+                WHERE gross < 0 OR offset_amount > 0
+            ),
+            ids AS (
+                SELECT member_id,
+                       string_agg(DISTINCT settlement_id, ';' ORDER BY settlement_id)
+                           AS settlement_ids
+                FROM batch_lines SEMI JOIN owing USING (member_id)
+                GROUP BY member_id
+            ),
+            m AS (SELECT * FROM owing JOIN ids USING (member_id))
             SELECT {self.batch_id} AS batch_id, person_key, member_id,
                    CAST(-gross AS DECIMAL(18,2)) AS amount, settlement_ids, 'owed' AS kind
-            FROM member_net WHERE gross < 0
+            FROM m WHERE gross < 0
             UNION ALL
             SELECT {self.batch_id}, person_key, member_id, CAST(-offset_amount AS DECIMAL(18,2)),
                    settlement_ids, 'offset'
-            FROM member_net WHERE offset_amount > 0
+            FROM m WHERE offset_amount > 0
             """
         )
 
@@ -822,9 +850,11 @@ class _Batch:
     def summarise(self, inputs: list[dict[str, str]]) -> dict[str, object]:
         con = self.con
         b = self.batch_id
+        # a view: counted and checked over its narrow columns, and copied
+        # into the ledger once, by the commit
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE batch_outcomes AS
+            CREATE OR REPLACE TEMP VIEW batch_outcomes AS
             SELECT {b} AS batch_id, {b} AS row_batch_id, row_key, settlement_id, false AS carried,
                    'quarantined' AS outcome, q_code AS code, q_detail AS detail,
                    NULL::VARCHAR AS person_key, NULL::VARCHAR AS member_id,

@@ -9,6 +9,7 @@ import duckdb
 
 from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
+from twopay.identity.match import exact_evidence_sql
 from twopay.rules.loader import RuleSet
 
 # What the stages need from a person's records in time order (spec 2.1, 5):
@@ -82,8 +83,8 @@ def _load_schemes(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
 def check(
     con: duckdb.DuckDBPyConnection, rules: RuleSet, *, has_units: bool, has_enrollments: bool
 ) -> None:
-    """From ``identified2`` write ``decisions`` (one per row) and
-    ``eligible_lines`` (one per row and scheme that passes)."""
+    """From ``identified2`` write ``decisions`` (one per row) and the view
+    ``eligible_lines`` (one per row and scheme that passes; read once)."""
     _load_schemes(con, rules)
     units = (
         "SELECT unit_code, max(dues_paid_through) AS dues_paid_through FROM units_typed "
@@ -106,7 +107,8 @@ def check(
         -- what the checks, the lines and the ledger read; the identity
         -- evidence stays in identified2, read once by decisions
         SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, candidate_member_id,
-                            evidence, id_detail, override_decision, carried, id_outcome),
+                            evidence, id_detail, override_decision, carried, id_outcome,
+                            id_member, id_record),
                r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
                coalesce(rt.run_start, r.valid_from) AS run_start,
                r.valid_from <= i.service_date
@@ -170,7 +172,9 @@ def check(
             )
             GROUP BY ALL
         )
-        SELECT c.*, enr.enrolled_from,
+        -- what eligible_lines, decisions and the ledger read: 10M rows for a
+        -- 5M-row month with two schemes, so nothing more
+        SELECT c.row_batch_id, c.row_key, c.scheme, c.version,
             CASE
                 WHEN NOT list_contains(c.categories, c.category)
                   OR (c.enrollment = 'required' AND enr.enrolled_from IS NULL)
@@ -206,7 +210,7 @@ def check(
     )
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE eligible_lines AS
+        CREATE OR REPLACE TEMP VIEW eligible_lines AS
         SELECT m.row_batch_id, m.row_key, m.settlement_id, s.scheme, m.person_key, m.member_id,
                m.unit_code, m.service_date, m.admission_date, m.visit_type, m.total_cost,
                m.self_pay_1, m.self_pay_2, m.out_of_pocket, m.match
@@ -267,12 +271,14 @@ def check(
                 ELSE coalesce(b.why_not, 'no scheme in the rules')
             END AS detail,
             i.person_key, m.member_id, m.unit_code, i.match, i.candidate_member_id,
-            i.evidence AS identity,
+            coalesce(i.evidence, {exact_evidence}) AS identity,
             -- the checks themselves are kept flat (eligibility_members and
             -- eligibility_schemes in the ledger); v_eligibility assembles them
             NULL::VARCHAR AS eligibility
         FROM identified2 i
         LEFT JOIN member_checks m USING (row_batch_id, row_key)
         LEFT JOIN best b USING (row_batch_id, row_key)
-        """.replace("{has_units}", "true" if has_units else "false")
+        """.replace("{has_units}", "true" if has_units else "false").replace(
+            "{exact_evidence}", exact_evidence_sql("i.id_member", "i.id_record")
+        )
     )

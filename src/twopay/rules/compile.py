@@ -346,7 +346,6 @@ SELECT
     CAST(days_b AS INTEGER) AS days_before,
     CAST(days_b + allowance_days_n AS INTEGER) AS days_after
 FROM merged
-ORDER BY line_key
 """
 
 
