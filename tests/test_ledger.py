@@ -133,6 +133,43 @@ def test_other_inputs_are_refused_unless_replacing_the_latest(ws: Path, tmp_path
     assert refused.exit_code == 4 and "not the latest batch" in refused.output
 
 
+def test_a_replaced_batch_leaves_the_ledger_a_fresh_run_would(ws: Path, tmp_path: Path) -> None:
+    """Every row of the replaced batch goes, eligibility checks included, and
+    the new batch's rows are those of a workspace that only ever ran it."""
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s1b = write_csv(tmp_path / "s1b.csv", SETTLEMENT_HEADER, month_rows(1)[:-2])
+    assert run(ws, "2024-01", s1, r).exit_code == 0
+    assert run(ws, "2024-01", s1b, r, "--replace").exit_code == 0
+    fresh = init_workspace(tmp_path / "fresh", {"test-plan.toml": SIMPLE_RULE})
+    assert run(fresh, "2024-01", s1b, r).exit_code == 0
+    replaced, clean = comparable_ledger(ws), comparable_ledger(fresh)
+    assert replaced["eligibility_members"]  # the comparison is not of empty tables
+    assert replaced == clean
+
+
+def test_every_identified_row_keeps_its_identity_evidence(ws: Path, tmp_path: Path) -> None:
+    """A plain exact match's evidence is spelled out late (as it goes to the
+    ledger): it must still be there, naming the roster record."""
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    assert run(ws, "2024-01", s, r).exit_code == 0
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT o.identity, o.member_id, rr.member_id FROM outcomes o "
+            "LEFT JOIN roster_records rr ON rr.batch_id = o.batch_id "
+            "AND rr.record_key = TRY_CAST(json_extract(o.identity, '$.record_key') AS BIGINT) "
+            "WHERE o.outcome = 'adjudicated' AND o.code IS NULL"
+        ).fetchall()
+    finally:
+        con.close()
+    assert rows
+    for identity, member, record_member in rows:
+        ev = json.loads(identity)
+        assert ev["rule"] == "3.1" and ev["roster_member"] == member == record_member
+
+
 def test_a_held_lock_is_exit_5_naming_the_holder(ws: Path, tmp_path: Path) -> None:
     r = roster(tmp_path / "roster.csv")
     s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
@@ -195,6 +232,8 @@ def comparable_ledger(ws: Path) -> dict[str, list[tuple[object, ...]]]:
         ("recoveries", "batch_id, person_key, kind"),
         ("quarantine", "batch_id, source_file, line_number"),
         ("roster_records", "batch_id, record_key"),
+        ("eligibility_members", "batch_id, row_batch_id, row_key"),
+        ("eligibility_schemes", "batch_id, row_batch_id, row_key, scheme"),
     ):
         out[table] = ledger_rows(ws, table, order)
     out["batches"] = [r[:3] for r in ledger_rows(ws, "batches", "batch_id")]

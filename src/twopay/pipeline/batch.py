@@ -26,6 +26,7 @@ from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, Us
 from twopay.faults import fault_point
 from twopay.identity.match import (
     exact_detail_sql,
+    exact_evidence_sql,
     fix_roster_keys,
     match_identities,
     roster_keys_sql,
@@ -569,7 +570,7 @@ class _Batch:
                          || coalesce(': ' || o.note, '') || ' (was: '
                          || coalesce(i.detail, {exact_detail_sql("i.roster_member")}) || ')'
                     ELSE i.detail END AS id_detail,
-                -- NULL for a plain exact match: decisions spells it out
+                -- NULL for a plain exact match: spelled out as it goes to the ledger (batch_outcomes)
                 i.evidence, i.roster_member AS id_member, i.record_key AS id_record,
                 o.decision AS override_decision
             FROM work w
@@ -617,7 +618,14 @@ class _Batch:
         con.execute("DROP TABLE IF EXISTS adj_opening")
         con.execute(LINES_DDL)
         con.execute(OPENING_DDL)
-        base_key = int(_scalar(con, "SELECT coalesce(max(line_key), 0) FROM lines"))  # type: ignore[arg-type]
+        # keys follow the earlier batches' (a replaced batch's lines do not count)
+        base_key = int(
+            _scalar(  # type: ignore[arg-type]
+                con,
+                f"SELECT coalesce(max(line_key), 0) FROM lines WHERE {self.prior}",
+                [self.prior_arg],
+            )
+        )
         # Normal lines: one per (row, passing scheme).
         con.execute(
             """
@@ -646,32 +654,38 @@ class _Batch:
             """,
             [self.prior_arg],
         )
+        # line_key: the keys alone are sorted (sorting every column costs
+        # twice as much); the engine's columns go to adj_lines, the few it
+        # does not read wait in line_extra: no third copy of the lines
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE new_lines_k AS
-            -- the keys alone are sorted (sorting every column costs twice as much)
-            WITH k AS (
-                SELECT rowid AS rid, row_number() OVER (
-                    ORDER BY person_key, scheme, plan_year, service_date, settlement_id,
-                             kind, reverses_line) AS n
-                FROM new_lines
-            )
-            SELECT {base_key} + k.n AS line_key, l.*
-            FROM new_lines l JOIN k ON l.rowid = k.rid
+            CREATE OR REPLACE TEMP TABLE line_order AS
+            SELECT rowid AS rid, {base_key} + row_number() OVER (
+                ORDER BY person_key, scheme, plan_year, service_date, settlement_id,
+                         kind, reverses_line) AS line_key
+            FROM new_lines
             """
         )
-        con.execute("DROP VIEW eligible_lines")
-        _drop(con, "new_lines")
         con.execute(
             """
             INSERT INTO adj_lines
-            SELECT line_key, person_key, scheme, plan_year, visit_type, service_date,
-                   settlement_id, admission_date, total_cost, self_pay_1, self_pay_2,
-                   out_of_pocket, kind, orig_rule_version, orig_base_amount, orig_ratio_part,
-                   orig_allowance, orig_allowance_days
-            FROM new_lines_k
+            SELECT k.line_key, l.person_key, l.scheme, l.plan_year, l.visit_type, l.service_date,
+                   l.settlement_id, l.admission_date, l.total_cost, l.self_pay_1, l.self_pay_2,
+                   l.out_of_pocket, l.kind, l.orig_rule_version, l.orig_base_amount,
+                   l.orig_ratio_part, l.orig_allowance, l.orig_allowance_days
+            FROM new_lines l JOIN line_order k ON l.rowid = k.rid
             """
         )
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE line_extra AS
+            SELECT k.line_key, l.row_batch_id, l.row_key, l.reverses_line, l.member_id,
+                   l.unit_code, l.match
+            FROM new_lines l JOIN line_order k ON l.rowid = k.rid
+            """
+        )
+        con.execute("DROP VIEW eligible_lines")
+        _drop(con, "new_lines", "line_order")
         # Accumulators from the lines of earlier batches (derived, never stored twice).
         con.execute(
             f"""
@@ -685,7 +699,7 @@ class _Batch:
             FROM lines l
             WHERE l.{self.prior}
               AND (l.person_key, l.scheme, l.plan_year) IN (
-                  SELECT (person_key, scheme, plan_year) FROM new_lines_k)
+                  SELECT (person_key, scheme, plan_year) FROM adj_lines)
             GROUP BY ALL
             """,
             [self.prior_arg],
@@ -694,17 +708,17 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_lines AS
-            SELECT {self.batch_id} AS batch_id, n.line_key, n.row_batch_id, n.row_key,
-                n.settlement_id, n.scheme, r.rule_version, n.kind, n.reverses_line,
-                n.person_key, n.member_id, n.unit_code, n.plan_year, n.visit_type,
-                n.service_date, n.match, r.base_amount, r.deductible_applied, r.computed,
+            SELECT {self.batch_id} AS batch_id, n.line_key, x.row_batch_id, x.row_key,
+                n.settlement_id, n.scheme, r.rule_version, n.kind, x.reverses_line,
+                n.person_key, x.member_id, x.unit_code, n.plan_year, n.visit_type,
+                n.service_date, x.match, r.base_amount, r.deductible_applied, r.computed,
                 r.ratio_part, r.allowance, r.allowance_days, r.payout, r.status, r.note,
                 r.base_ytd_before, r.base_ytd_after, r.paid_type_before, r.paid_type_after,
                 r.paid_total_before, r.paid_total_after, r.days_before, r.days_after
-            FROM new_lines_k n JOIN adj_result r USING (line_key)
+            FROM adj_lines n JOIN line_extra x USING (line_key) JOIN adj_result r USING (line_key)
             """
         )
-        _drop(con, "new_lines_k", "adj_result", "adj_lines")
+        _drop(con, "line_extra", "adj_result", "adj_lines")
 
     # -- payments (spec 7) -------------------------------------------------
 
@@ -879,7 +893,8 @@ class _Batch:
             FROM withdrawn
             UNION ALL
             SELECT {b}, row_batch_id, row_key, settlement_id, carried, outcome, code, detail,
-                   person_key, member_id, unit_code, match, candidate_member_id, identity,
+                   person_key, member_id, unit_code, match, candidate_member_id,
+                   coalesce(identity, {exact_evidence_sql("id_member", "id_record")}),
                    eligibility
             FROM decisions
             """
@@ -961,12 +976,15 @@ class _Batch:
         con.execute("BEGIN TRANSACTION")
         try:
             if self.replacing is not None:
+                # every table a batch writes rows of (batch_id is their first column)
                 for table in (
                     "batches",
                     "quarantine",
                     "settlements",
                     "roster_records",
                     "outcomes",
+                    "eligibility_members",
+                    "eligibility_schemes",
                     "lines",
                     "payments",
                     "recoveries",

@@ -9,7 +9,6 @@ import duckdb
 
 from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
-from twopay.identity.match import exact_evidence_sql
 from twopay.rules.loader import RuleSet
 
 # What the stages need from a person's records in time order (spec 2.1, 5):
@@ -271,14 +270,14 @@ def check(
                 ELSE coalesce(b.why_not, 'no scheme in the rules')
             END AS detail,
             i.person_key, m.member_id, m.unit_code, i.match, i.candidate_member_id,
-            coalesce(i.evidence, {exact_evidence}) AS identity,
+            -- NULL for a plain exact match: spelled out from id_member and
+            -- id_record (identity.match.exact_evidence_sql) as it goes to the ledger
+            i.evidence AS identity, i.id_member, i.id_record,
             -- the checks themselves are kept flat (eligibility_members and
             -- eligibility_schemes in the ledger); v_eligibility assembles them
             NULL::VARCHAR AS eligibility
         FROM identified2 i
         LEFT JOIN member_checks m USING (row_batch_id, row_key)
         LEFT JOIN best b USING (row_batch_id, row_key)
-        """.replace("{has_units}", "true" if has_units else "false").replace(
-            "{exact_evidence}", exact_evidence_sql("i.id_member", "i.id_record")
-        )
+        """.replace("{has_units}", "true" if has_units else "false")
     )

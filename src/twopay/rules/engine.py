@@ -74,7 +74,10 @@ def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     con.execute(LINES_DDL)
     con.execute(OPENING_DDL)
     load_params(con, rules)
-    for _name, sql in all_sql(rules):
+    # each step's input is freed as soon as the next has read it (a month of
+    # millions of lines would otherwise hold three wide copies at once)
+    done_with = {"adj_steps": ("adj_prepared",), "adj_result": ("adj_steps", "adj_walked")}
+    for name, sql in all_sql(rules):
         con.execute(sql)
-    for table in ("adj_prepared", "adj_steps", "adj_walked"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+        for table in done_with.get(name, ()):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
