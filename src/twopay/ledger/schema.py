@@ -128,6 +128,24 @@ FROM roster_records r WHERE r.batch_id = (SELECT max(batch_id) FROM batches);
 """
 
 
+def batch_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The ledger tables whose rows belong to a batch (they carry batch_id):
+    what replacing a batch deletes, read from the catalogue so that a table
+    added later cannot be forgotten."""
+    return [
+        r[0]
+        for r in con.execute(
+            """
+            SELECT c.table_name FROM duckdb_columns() c
+            JOIN duckdb_tables() t USING (database_oid, schema_oid, table_oid)
+            WHERE c.column_name = 'batch_id' AND NOT t.temporary
+              AND t.database_name = current_database()
+            ORDER BY c.table_name
+            """
+        ).fetchall()
+    ]
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ledger or check its version (a newer twopay upgrades older
     ledgers here; a ledger from a newer twopay is refused)."""

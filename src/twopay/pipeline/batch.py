@@ -33,6 +33,7 @@ from twopay.identity.match import (
 )
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
+from twopay.ledger.schema import batch_tables
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
 from twopay.reports.render import render_batch_reports
@@ -976,19 +977,7 @@ class _Batch:
         con.execute("BEGIN TRANSACTION")
         try:
             if self.replacing is not None:
-                # every table a batch writes rows of (batch_id is their first column)
-                for table in (
-                    "batches",
-                    "quarantine",
-                    "settlements",
-                    "roster_records",
-                    "outcomes",
-                    "eligibility_members",
-                    "eligibility_schemes",
-                    "lines",
-                    "payments",
-                    "recoveries",
-                ):
+                for table in batch_tables(con):
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [b])
             con.execute(
                 "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
