@@ -151,12 +151,15 @@ WITH versioned AS (
 ordered AS (
     SELECT
         v.*,
+        -- one window (one sort) for every accumulator: the visit type's own
+        -- running sum is the sum over the earlier lines of that type
         coalesce(CASE v.visit_type
             WHEN 'outpatient' THEN o.base_outpatient ELSE o.base_inpatient END, 0)
-        + coalesce(sum(v.d_base) OVER (
-            PARTITION BY v.person_key, v.scheme, v.plan_year, v.visit_type
-            ORDER BY v.service_date, v.settlement_id, v.line_key
-            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS base_before,
+        + coalesce(CASE v.visit_type
+            WHEN 'outpatient' THEN sum(CASE WHEN v.visit_type = 'outpatient' THEN v.d_base END)
+                OVER lines_before
+            ELSE sum(CASE WHEN v.visit_type <> 'outpatient' THEN v.d_base END)
+                OVER lines_before END, 0) AS base_before,
         coalesce(CASE v.visit_type
             WHEN 'outpatient' THEN o.paid_outpatient ELSE o.paid_inpatient END, 0)
             AS open_paid_type,
@@ -164,11 +167,13 @@ ordered AS (
         coalesce(o.paid_inpatient, 0) AS open_paid_inpatient,
         coalesce(o.paid_total, 0) AS open_paid_total,
         coalesce(o.allowance_days, 0) AS open_days,
-        row_number() OVER (
-            PARTITION BY v.person_key, v.scheme, v.plan_year
-            ORDER BY v.service_date, v.settlement_id, v.line_key) AS rn
+        row_number() OVER lines_upto AS rn
     FROM versioned AS v
     LEFT JOIN adj_opening AS o USING (person_key, scheme, plan_year)
+    WINDOW lines_upto AS (
+        PARTITION BY v.person_key, v.scheme, v.plan_year
+        ORDER BY v.service_date, v.settlement_id, v.line_key),
+    lines_before AS (lines_upto ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 amounts AS (
     SELECT
@@ -216,19 +221,20 @@ WITH asked AS (
 running AS (
     SELECT
         rid, d_ratio, d_days, d_allowance,
-        open_paid_type + coalesce(sum(d_ratio) OVER (
-            PARTITION BY person_key, scheme, plan_year, visit_type
-            ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-            AS paid_type_before,
-        open_paid_total + coalesce(sum(d_ratio + d_allowance) OVER (
-            PARTITION BY person_key, scheme, plan_year
-            ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+        -- one partition for all three (one sort): the type's own sum picks
+        -- the earlier lines of that type
+        open_paid_type + coalesce(CASE visit_type
+            WHEN 'outpatient' THEN sum(CASE WHEN visit_type = 'outpatient' THEN d_ratio END)
+                OVER lines_before
+            ELSE sum(CASE WHEN visit_type <> 'outpatient' THEN d_ratio END)
+                OVER lines_before END, 0) AS paid_type_before,
+        open_paid_total + coalesce(sum(d_ratio + d_allowance) OVER lines_before, 0)
             AS paid_total_before,
-        open_days + coalesce(sum(d_days) OVER (
-            PARTITION BY person_key, scheme, plan_year
-            ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-            AS days_before
+        open_days + coalesce(sum(d_days) OVER lines_before, 0) AS days_before
     FROM asked
+    WINDOW lines_before AS (
+        PARTITION BY person_key, scheme, plan_year
+        ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 )
 SELECT
     p.*, r.d_ratio, r.d_days, r.d_allowance,
