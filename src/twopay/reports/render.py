@@ -38,7 +38,12 @@ def mask_text_sql(col: str) -> str:
 
 def safe_sql(col: str) -> str:
     """Neutralise text that a spreadsheet would run as a formula."""
-    return f"CASE WHEN regexp_matches({col}, '^[=+\\-@\\t\\r]') THEN '''' || {col} ELSE {col} END"
+    # the first character alone is looked at: a plain comparison, not a
+    # regular expression per cell (payout_lines has millions of cells)
+    return (
+        f"CASE WHEN left({col}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        f"THEN '''' || {col} ELSE {col} END"
+    )
 
 
 def _reason_case(lang: str) -> str:
