@@ -118,6 +118,17 @@ CREATE OR REPLACE TEMP TABLE adj_params (
 """
 
 
+def own_type_sum(visit_type: str, value: str, window: str) -> str:
+    """The running sum of ``value`` over the line's own visit type, as sums over
+    the whole (person, scheme, plan year) window: every accumulator of a step
+    then shares one partition, i.e. one sort, instead of one per visit type."""
+    whens = " ".join(
+        f"WHEN '{vt}' THEN sum(CASE WHEN {visit_type} = '{vt}' THEN {value} END) OVER {window}"
+        for vt in VISIT_TYPES
+    )
+    return f"CASE {visit_type} {whens} END"
+
+
 def prepared_sql(rules: RuleSet, d: DuckDBDialect = DIALECT) -> str:
     """Every line with its version's parameters, base_before (window sum) and
     the pre-cap amounts: computed, x (after the per-episode cap), the
@@ -151,15 +162,9 @@ WITH versioned AS (
 ordered AS (
     SELECT
         v.*,
-        -- one window (one sort) for every accumulator: the visit type's own
-        -- running sum is the sum over the earlier lines of that type
         coalesce(CASE v.visit_type
             WHEN 'outpatient' THEN o.base_outpatient ELSE o.base_inpatient END, 0)
-        + coalesce(CASE v.visit_type
-            WHEN 'outpatient' THEN sum(CASE WHEN v.visit_type = 'outpatient' THEN v.d_base END)
-                OVER lines_before
-            ELSE sum(CASE WHEN v.visit_type <> 'outpatient' THEN v.d_base END)
-                OVER lines_before END, 0) AS base_before,
+        + coalesce({own_type_sum("v.visit_type", "v.d_base", "lines_before")}, 0) AS base_before,
         coalesce(CASE v.visit_type
             WHEN 'outpatient' THEN o.paid_outpatient ELSE o.paid_inpatient END, 0)
             AS open_paid_type,
@@ -221,13 +226,8 @@ WITH asked AS (
 running AS (
     SELECT
         rid, d_ratio, d_days, d_allowance,
-        -- one partition for all three (one sort): the type's own sum picks
-        -- the earlier lines of that type
-        open_paid_type + coalesce(CASE visit_type
-            WHEN 'outpatient' THEN sum(CASE WHEN visit_type = 'outpatient' THEN d_ratio END)
-                OVER lines_before
-            ELSE sum(CASE WHEN visit_type <> 'outpatient' THEN d_ratio END)
-                OVER lines_before END, 0) AS paid_type_before,
+        open_paid_type + coalesce({own_type_sum("visit_type", "d_ratio", "lines_before")}, 0)
+            AS paid_type_before,
         open_paid_total + coalesce(sum(d_ratio + d_allowance) OVER lines_before, 0)
             AS paid_total_before,
         open_days + coalesce(sum(d_days) OVER lines_before, 0) AS days_before
