@@ -8,9 +8,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twopay.errors import InputSchemaError, UsageError
-from twopay.io.readers import detect_encoding, load_input
+from twopay.io.readers import CHUNK, blank_lines, detect_encoding, load_input
 from twopay.io.schemas import SETTLEMENTS
 from twopay.pipeline.validate import install_macros, typed_settlements_sql
 
@@ -172,3 +174,35 @@ def test_line_numbers_count_empty_lines_as_an_editor_does(body: str, tmp_path: P
         if hits:
             want[sid if sid in got else next(k for k in got if k.startswith(sid))] = hits[0]
     assert got == want
+
+
+def _blank_lines_line_by_line(data: bytes) -> list[int]:
+    """The obvious definition: walk the lines, track whether a quoted cell is open."""
+    blanks, in_quote = [], False
+    # a file's lines end at \n only (bytes.splitlines would also split at \r)
+    lines = data.split(b"\n")
+    lines = [ln + b"\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    for number, line in enumerate(lines, start=1):
+        if not in_quote and not line.strip(b"\r\n"):
+            blanks.append(number)
+        if line.count(b'"') % 2:
+            in_quote = not in_quote
+    return blanks
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b",", b'"', b"\n", b"\r", b"\r\n", b"x,y"]), max_size=40))
+def test_blank_lines_matches_the_line_by_line_definition(tmp_path_factory, parts) -> None:
+    data = b"".join(parts)
+    path = tmp_path_factory.mktemp("blank") / "f.csv"
+    path.write_bytes(data)
+    assert blank_lines(path) == _blank_lines_line_by_line(data)
+
+
+def test_blank_lines_counts_across_blocks(tmp_path: Path) -> None:
+    # quotes and line breaks before an empty line span several read blocks
+    body = (b'1,"a\nb"\n' * (CHUNK // 8 + 3)) + b"\n" + b'2,"\n\n"\n' + b"\r\n3,c\n"
+    path = tmp_path / "big.csv"
+    path.write_bytes(body)
+    assert blank_lines(path) == _blank_lines_line_by_line(body)
+    assert blank_lines(path)  # the file has empty lines outside quotes

@@ -14,6 +14,8 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
+import mmap
 import re
 import shutil
 from collections.abc import Mapping
@@ -59,18 +61,35 @@ def file_sha256(path: Path) -> str:
     return _HASHES[key]
 
 
+# An empty line (nothing but line-break characters: \r* then \n, or a last
+# line of \r alone), found by the \n that ends the line before it; the
+# file's first line is looked at apart.
+_EMPTY_FIRST = re.compile(rb"\r*\n|\r+\Z")
+_EMPTY_NEXT = re.compile(rb"\n(?:\r*(?=\n)|\r+\Z)")
+
+
 def blank_lines(path: Path) -> list[int]:
     """The numbers of the empty lines outside quoted cells, which DuckDB skips
     without counting them as records. Only read when a file's line count says
-    that it has lines that are not one record each (rare): a pass in Python."""
+    that it has lines that are not one record each. No loop over lines: a
+    regex finds the empty lines (few), and the line breaks and quotes before
+    each are counted a block at a time; a line starts inside a quoted cell
+    when an odd number of quotes come before it."""
+    if path.stat().st_size == 0:
+        return []
     blanks: list[int] = []
-    in_quote = False
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not in_quote and not line.strip(b"\r\n"):
-                blanks.append(number)
-            if line.count(b'"') % 2:
-                in_quote = not in_quote
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        starts = [0] if _EMPTY_FIRST.match(mm) else []
+        found = (m.start() + 1 for m in _EMPTY_NEXT.finditer(mm))
+        done = newlines = quotes = 0
+        for start in itertools.chain(starts, found):
+            for at in range(done, start, CHUNK):
+                block = mm[at : min(at + CHUNK, start)]
+                newlines += block.count(b"\n")
+                quotes += block.count(b'"')
+            done = start
+            if quotes % 2 == 0:
+                blanks.append(newlines + 1)
     return blanks
 
 
