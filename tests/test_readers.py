@@ -19,14 +19,20 @@ from twopay.pipeline.validate import install_macros, typed_settlements_sql
 FIX = Path(__file__).parent / "fixtures" / "io"
 
 
-def read_typed(path: Path, tmp_path: Path, **kw: object) -> list[dict[str, object]]:
+def read_typed(
+    path: Path, tmp_path: Path, *, lazy: bool = False, **kw: object
+) -> list[dict[str, object]]:
+    """Typed rows of ``path``; ``lazy`` reads it as a run does (a view, raw text
+    and the file's own types taken from its cells where they are used)."""
     con = duckdb.connect()
-    load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path, **kw)  # type: ignore[arg-type]
+    loaded = load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path, lazy=lazy, **kw)  # type: ignore[arg-type]
     con.execute(
         "CREATE TEMP TABLE raw AS SELECT row_number() OVER (ORDER BY line_number) AS row_key, * FROM raw0"
     )
     install_macros(con)
-    con.execute(typed_settlements_sql("raw", "typed", SETTLEMENTS))
+    con.execute(
+        typed_settlements_sql("raw", "typed", SETTLEMENTS, raw=loaded.raw_sql, typed=loaded.typed)
+    )
     cur = con.execute("SELECT * FROM typed ORDER BY line_number")
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -59,6 +65,88 @@ def test_every_format_reads_the_same_values(name: str, tmp_path: Path) -> None:
     # full-width digits become half-width (NFKC)
     assert second["id_number"] == "110105199001011234"
     assert first["line_number"] == 2 and second["line_number"] == 3
+
+
+BAD_ROWS = (
+    HEAD_BAD := "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+) + (
+    'A1,110105199001011234,"张\n伟",outpatient,2024-03-05,100,80\n'
+    "A2,110105199001011234,张伟,outpatient,2024-03-05,100\n"
+    'A3,"unterminated,outpatient,2024-03-05,100,80\n'
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "settlements_en_utf8.csv",
+        "settlements_zh_gb18030.csv",
+        "settlements_zh_tab.tsv",
+        "settlements_bad.csv",
+        "settlements_zh.xlsx",
+        "settlements.parquet",
+        "quoted_and_broken.csv",
+    ],
+)
+def test_a_lazy_read_gives_the_rows_an_eager_read_gives(name: str, tmp_path: Path) -> None:
+    """A run reads lazily: raw text is joined from the cells only for the rows
+    that keep it. Every value, raw included, is what the eager read gives."""
+    path = FIX / name
+    if name == "quoted_and_broken.csv":
+        path = tmp_path / name
+        path.write_text(BAD_ROWS, encoding="utf-8")
+    eager = read_typed(path, tmp_path)
+    lazy = read_typed(path, tmp_path, lazy=True)
+    assert lazy == eager
+    kept = [r["raw"] for r in eager if r["q_code"] is not None]
+    assert all(kept), "every quarantined row keeps its raw text"
+    assert bool(kept) == ("bad" in name or "broken" in name)
+    assert all(r["raw"] is None for r in eager if r["q_code"] is None)
+
+
+MONEY_TYPES = ["DECIMAL(18,2)", "DECIMAL(18,3)", "DECIMAL(38,0)", "BIGINT", "DOUBLE"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    money_type=st.sampled_from(MONEY_TYPES),
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.decimals(-10**15, 10**15, places=3, allow_nan=False)),
+            st.one_of(st.none(), st.decimals(0, 10**4, places=2, allow_nan=False)),
+            st.one_of(st.none(), st.dates(date(1900, 1, 1), date(2199, 12, 31))),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_typed_parquet_reads_as_its_text_form(tmp_path_factory, money_type, rows) -> None:
+    """A Parquet DATE or DECIMAL column is taken as typed, without parsing its
+    text: every row reads (or is quarantined, with the same raw text) exactly
+    as the same file with every column written as text."""
+    tmp = tmp_path_factory.mktemp("pq")
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t (settlement_id VARCHAR, id_number VARCHAR, name VARCHAR, "
+        f"visit_type VARCHAR, service_date DATE, total_cost {money_type}, self_pay_1 {money_type})"
+    )
+    for i, (cost, pay, day) in enumerate(rows):
+        con.execute(
+            "INSERT INTO t VALUES (?, '110105199001011234', '张伟', '门诊', ?, "
+            f"TRY_CAST(? AS {money_type}), TRY_CAST(? AS {money_type}))",
+            [f"S{i}", day, cost, pay],
+        )
+    typed_path, text_path = tmp / "typed.parquet", tmp / "text.parquet"
+    con.execute(f"COPY t TO '{typed_path}' (FORMAT parquet)")
+    con.execute(f"COPY (SELECT COLUMNS(*)::VARCHAR FROM t) TO '{text_path}' (FORMAT parquet)")
+    typed = load_input(duckdb.connect(), typed_path, SETTLEMENTS, "x", workdir=tmp, lazy=True).typed
+    assert "service_date" in typed
+    assert ("total_cost" in typed) == (money_type not in ("DOUBLE", "DECIMAL(18,3)"))
+    as_typed = read_typed(typed_path, tmp, lazy=True)
+    as_text = read_typed(text_path, tmp, lazy=True)
+    for r in as_typed + as_text:
+        r.pop("source_file")
+    assert as_typed == as_text
 
 
 def test_gb18030_is_detected_and_forcing_the_wrong_encoding_fails(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import mmap
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -42,6 +42,26 @@ class LoadedFile:
     rows: int | None  # None for a lazy load (counting would read the file)
     format: str
     encoding: str | None
+    # SQL over ``table``'s columns: a row's raw text. A lazy load builds it
+    # from the row's cells only where it is asked for (the rows quarantined),
+    # not for every row.
+    raw_sql: str = "raw"
+    # canonical column -> SQL over ``table``'s columns: its value as the file
+    # typed it (a Parquet DATE or DECIMAL column), read without parsing text
+    typed: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """What a stage view holds besides line_number, raw, parse_error and the
+    canonical columns as text."""
+
+    named: set[str]  # the canonical columns the file has
+    plain: set[str] = field(default_factory=set)  # text that needs no normalising
+    # stage columns that, joined by ``sep``, are a row's raw text where raw is NULL
+    raw_cells: list[str] = field(default_factory=list)
+    sep: str = ","
+    typed: dict[str, str] = field(default_factory=dict)  # canonical -> SQL over stage columns
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -262,20 +282,35 @@ def load_input(
         staged = _stage_xlsx(con, path, kind, aliases, stage)
     else:
         staged = _stage_parquet(con, path, kind, aliases, stage, lazy)
-    cols = ", ".join(
-        f"{normalised_cell_sql(f'c.{c.name}') if c.name in staged else 'NULL::VARCHAR'} AS {c.name}"
-        for c in kind.columns
+    def cell(name: str) -> str:
+        if name not in staged.named:
+            return "NULL::VARCHAR"
+        return f"c.{name}" if name in staged.plain else normalised_cell_sql(f"c.{name}")
+
+    cols = ", ".join(f"{cell(c.name)} AS {c.name}" for c in kind.columns)
+    sep = sql_literal(staged.sep)
+    raw_cells = f" || {sep} || ".join(
+        f"coalesce(CAST({{p}}{c} AS VARCHAR), '')" for c in staged.raw_cells
     )
+    if not staged.raw_cells:
+        raw, keep, raw_sql, typed = "c.raw", "", "raw", {}
+    elif lazy:
+        # the cells pass through untouched (free); raw_sql joins them on demand
+        raw, keep = "c.raw", "".join(f", c.{c}" for c in staged.raw_cells)
+        raw_sql, typed = f"coalesce(raw, {raw_cells.format(p='')})", staged.typed
+    else:
+        raw, keep = f"coalesce(c.raw, {raw_cells.format(p='c.')})", ""
+        raw_sql, typed = "raw", {}
     con.execute(
         f"""
         CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {table} AS
-        SELECT {sql_literal(source)}::VARCHAR AS source_file, c.line_number, c.raw,
-               c.parse_error, {cols}
+        SELECT {sql_literal(source)}::VARCHAR AS source_file, c.line_number, {raw} AS raw,
+               c.parse_error, {cols}{keep}
         FROM {stage} AS c
         """
     )
     if lazy:
-        return LoadedFile(table, source, path, digest, None, fmt, used_encoding)
+        return LoadedFile(table, source, path, digest, None, fmt, used_encoding, raw_sql, typed)
     rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     drop_loaded(con, table, keep_table=True)
     return LoadedFile(table, source, path, digest, rows, fmt, used_encoding)
@@ -290,7 +325,7 @@ def _stage_csv(
     workdir: Path,
     table: str,
     lazy: bool,
-) -> set[str]:
+) -> _Staged:
     stage, csv_t, rej_t = f"{table}_staged", f"{table}_csv", f"{table}_rej"
     enc = codecs.lookup(encoding).name
     if enc in ("utf-8", "utf-8-sig"):
@@ -355,10 +390,6 @@ def _stage_csv(
     nl = " + ".join(
         f"coalesce(length(c{i}) - length(replace(c{i}, chr(10), '')), 0)" for i in range(n)
     )
-    sep = sql_literal(delim)
-    raw = " || ".join(
-        f"coalesce(c{i}, '')" if i == 0 else f"{sep} || coalesce(c{i}, '')" for i in range(n)
-    )
     rejects_exist = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_rej_err'"
     ).fetchall()[0][0]
@@ -380,6 +411,9 @@ def _stage_csv(
     named = {name: i for i, name in enumerate(canon) if name is not None}
     select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
     null_cols = ", ".join(f"NULL::VARCHAR AS {name}" for name in named)
+    # a record's cells as read; joined, they are its raw text (load_input)
+    cells = ", ".join(f"c{i} AS _src{i}" for i in range(n))
+    null_cells = ", ".join(f"NULL::VARCHAR AS _src{i}" for i in range(n))
     rejects = con.execute(f"SELECT count(*) FROM {rej_t}").fetchall()[0][0]
     any_rejects = rejects > 0
     # When the file has exactly one line per record (no quoted line breaks),
@@ -425,8 +459,8 @@ def _stage_csv(
         ),
         good AS (
             SELECT 2 + rowid + {shift} AS rec,
-                   {raw} AS raw, NULL::VARCHAR AS parse_error,
-                   {"0" if one_line_each else nl} AS nl, {select_cols}
+                   NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error,
+                   {"0" if one_line_each else nl} AS nl, {select_cols}, {cells}
             FROM {csv_t}
         ),
         records AS (
@@ -436,7 +470,7 @@ def _stage_csv(
                 CASE WHEN error_type IN ('TOO MANY COLUMNS', 'MISSING COLUMNS')
                     THEN 'wrong_field_count' ELSE 'unparsable_row' END
                     || ': ' || error_message,
-                0, {null_cols}
+                0, {null_cols}, {null_cells}
             FROM {rej_t}
         )
         {"SELECT ln + coalesce(b.k, 0) AS line_number, r.* EXCLUDE (rec, nl, ln)"
@@ -447,7 +481,7 @@ def _stage_csv(
     )
     for t in ("_rej_err", "_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
-    return set(named)
+    return _Staged(set(named), raw_cells=[f"_src{i}" for i in range(n)], sep=delim)
 
 
 def _stage_xlsx(
@@ -456,7 +490,7 @@ def _stage_xlsx(
     kind: FileKind,
     aliases: Mapping[str, list[str]] | None,
     stage: str,
-) -> set[str]:
+) -> _Staged:
     """The first sheet: the first row with a cell is the header; a row with no
     cell at all is not a data row (like a blank line in a CSV file); each row's
     line_number is its row number in the sheet; an Excel error value (#DIV/0!,
@@ -601,7 +635,7 @@ def _stage_xlsx(
     con.register("_xlsx_frame", body)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT * FROM _xlsx_frame")
     con.unregister("_xlsx_frame")
-    return set(named)
+    return _Staged(set(named))
 
 
 def _stage_parquet(
@@ -611,7 +645,7 @@ def _stage_parquet(
     aliases: Mapping[str, list[str]] | None,
     stage: str,
     lazy: bool,
-) -> set[str]:
+) -> _Staged:
     try:
         names = [
             r[0]
@@ -620,6 +654,12 @@ def _stage_parquet(
                 [str(path)],
             ).fetchall()
         ]
+        types = dict(
+            con.execute(
+                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
+                f"read_parquet({sql_literal(str(path))}))"
+            ).fetchall()
+        )
     except duckdb.Error as exc:
         raise UsageError(f"{path}: cannot be read as Parquet ({_first_line(exc)}).") from None
     canon = _check_header(path, names, kind, aliases)
@@ -628,17 +668,40 @@ def _stage_parquet(
     def ident(n: str) -> str:  # a column name from the file, quoted for SQL
         return '"' + n.replace('"', '""') + '"'
 
-    sel = ", ".join(f"CAST({ident(src)} AS VARCHAR) AS {name}" for name, src in named.items())
-    raw = " || ',' || ".join(f"coalesce(CAST({ident(n)} AS VARCHAR), '')" for n in names)
+    src = {n: f"_src{i}" for i, n in enumerate(names)}
+    sel = ", ".join(f"CAST({ident(col)} AS VARCHAR) AS {name}" for name, col in named.items())
+    cells = ", ".join(f"{ident(n)} AS {src[n]}" for n in names)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {stage} AS
-        SELECT file_row_number + 2 AS line_number, {raw} AS raw,
-               NULL::VARCHAR AS parse_error, {sel}
+        SELECT file_row_number + 2 AS line_number, NULL::VARCHAR AS raw,
+               NULL::VARCHAR AS parse_error, {sel}, {cells}
         FROM read_parquet({sql_literal(str(path))}, file_row_number = true)
         """
     )
-    return set(named)
+    plain, typed = set(), {}
+    for name, col in named.items():
+        ctype = types.get(col, "VARCHAR")
+        # a number, date or time written as text is ASCII with no outer or
+        # repeated white space: it is its own normalised form
+        if _PLAIN_TYPE.fullmatch(ctype):
+            plain.add(name)
+        if kind.column(name).type == "date" and ctype == "DATE":
+            typed[name] = src[col]
+        elif kind.column(name).type == "money" and _MONEY_TYPE.fullmatch(ctype):
+            # what money_sql accepts: at most 13 digits before the point, 2 after
+            typed[name] = (
+                f"CASE WHEN abs({src[col]}) < 10000000000000 "
+                f"THEN CAST({src[col]} AS DECIMAL(18,2)) END"
+            )
+    return _Staged(set(named), plain, [src[n] for n in names], ",", typed)
+
+
+_INTEGER_TYPES = "TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT"
+_PLAIN_TYPE = re.compile(
+    rf"BOOLEAN|{_INTEGER_TYPES}|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|DATE|TIME|TIMESTAMP(_S|_MS|_NS)?"
+)
+_MONEY_TYPE = re.compile(rf"{_INTEGER_TYPES}|DECIMAL\(\d+,[012]\)")
 
 
 def _register_blanks(con: duckdb.DuckDBPyConnection, table: str, blanks: list[int]) -> None:

@@ -208,26 +208,31 @@ class _Batch:
         con = self.con
         validate.install_macros(con)
         self.say("reading settlements")
-        parts = []
+        # one statement per file: its raw text and typed cells are its own columns
         for i, path in enumerate(self.opts.settlements):
             loaded = self._load(path, SETTLEMENTS, f"in_settle_{i}", workdir)
-            parts.append(f"SELECT {i} AS file_no, * FROM {loaded.table}")
-        # row_key orders rows by file then line without a sort (files < 10^12 lines)
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW s_in AS SELECT file_no * 1000000000000 + line_number "
-            "AS row_key, * EXCLUDE (file_no) FROM (" + " UNION ALL ".join(parts) + ")"
-        )
-        con.execute(validate.typed_settlements_sql("s_in", "s_typed", SETTLEMENTS))
-        con.execute("DROP VIEW s_in")
-        for i in range(len(parts)):
-            drop_loaded(con, f"in_settle_{i}")
+            # row_key orders rows by file then line without a sort (files < 10^12 lines)
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW s_in AS SELECT {i} * 1000000000000 + line_number "
+                f"AS row_key, * FROM {loaded.table}"
+            )
+            typed = validate.typed_settlements_sql(
+                "s_in", "s_typed", SETTLEMENTS, raw=loaded.raw_sql, typed=loaded.typed, insert=i > 0
+            )
+            con.execute(typed)
+            con.execute("DROP VIEW s_in")
+            drop_loaded(con, loaded.table)
 
         self.say("reading the roster")
-        self._load(self.opts.roster, ROSTER, "r_in0", workdir)
+        loaded = self._load(self.opts.roster, ROSTER, "r_in0", workdir)
         con.execute(
             "CREATE OR REPLACE TEMP VIEW r_in AS SELECT line_number AS row_key, * FROM r_in0"
         )
-        con.execute(validate.typed_roster_sql("r_in", "r_typed", ROSTER))
+        con.execute(
+            validate.typed_roster_sql(
+                "r_in", "r_typed", ROSTER, raw=loaded.raw_sql, typed=loaded.typed
+            )
+        )
         con.execute("DROP VIEW r_in")
         drop_loaded(con, "r_in0")
         for kind, path, table in (
@@ -236,21 +241,25 @@ class _Batch:
         ):
             if path is None:
                 continue
-            self._load(path, kind, f"{table}_in0", workdir)
+            loaded = self._load(path, kind, f"{table}_in0", workdir)
             con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {table}_in AS SELECT line_number AS row_key, * "
                 f"FROM {table}_in0"
             )
-            con.execute(validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind))
+            con.execute(
+                validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind, raw=loaded.raw_sql)
+            )
             con.execute(f"DROP VIEW {table}_in")
             drop_loaded(con, f"{table}_in0")
         if self.ws.overrides_path.exists():
-            self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
+            loaded = self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
             con.execute(
                 "CREATE OR REPLACE TEMP VIEW ovr_in AS SELECT line_number AS row_key, * "
                 "FROM ovr_in0"
             )
-            con.execute(validate.typed_simple_sql("ovr_in", "ovr_typed", OVERRIDES))
+            con.execute(
+                validate.typed_simple_sql("ovr_in", "ovr_typed", OVERRIDES, raw=loaded.raw_sql)
+            )
             con.execute("DROP VIEW ovr_in")
             drop_loaded(con, "ovr_in0")
             bad = _q(

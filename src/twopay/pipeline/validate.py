@@ -3,6 +3,8 @@ and the first quarantine code that applies, in the spec's order."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import duckdb
 
 from twopay.io.cells import category_sql, date_sql, money_sql, visit_type_sql
@@ -14,9 +16,29 @@ def _required_missing(kind: FileKind) -> str:
     return "CASE WHEN parse_error IS NOT NULL THEN parse_error " + " ".join(checks) + " END"
 
 
-def typed_settlements_sql(source: str, target: str, kind: FileKind) -> str:
+def _into(target: str, insert: bool) -> str:
+    return f"INSERT INTO {target}" if insert else f"CREATE OR REPLACE TEMP TABLE {target} AS"
+
+
+def _value(col: str, parse: str, typed: Mapping[str, str] | None) -> str:
+    """A cell's typed value: as the file typed it where it did, else parsed
+    from its text (coalesce reads the text only where the typed value is NULL)."""
+    return f"coalesce({typed[col]}, {parse})" if typed and col in typed else parse
+
+
+def typed_settlements_sql(
+    source: str,
+    target: str,
+    kind: FileKind,
+    *,
+    raw: str = "raw",
+    typed: Mapping[str, str] | None = None,
+    insert: bool = False,
+) -> str:
+    """``raw`` and ``typed``: a LoadedFile's raw_sql and typed; ``insert``
+    adds the rows to ``target`` (one more settlement file)."""
     money_cols = ("total_cost", "self_pay_1", "self_pay_2", "out_of_pocket")
-    parsed = ",\n".join(f"{money_sql(c)} AS {c}_v" for c in money_cols)
+    parsed = ",\n".join(f"{_value(c, money_sql(c), typed)} AS {c}_v" for c in money_cols)
     bad_money = " ".join(
         f"WHEN {c} IS NOT NULL AND {c}_v IS NULL THEN '{c} ' || quote_text({c}) || "
         "' is not an amount with at most two decimals'"
@@ -24,12 +46,12 @@ def typed_settlements_sql(source: str, target: str, kind: FileKind) -> str:
     )
     amounts = ", ".join(f"coalesce({c}_v, 0)" for c in money_cols)
     return f"""
-CREATE OR REPLACE TEMP TABLE {target} AS
+{_into(target, insert)}
 WITH parsed AS (
     SELECT *,
         {visit_type_sql("visit_type")} AS visit_type_v,
-        {date_sql("service_date")} AS service_date_v,
-        {date_sql("admission_date")} AS admission_date_v,
+        {_value("service_date", date_sql("service_date"), typed)} AS service_date_v,
+        {_value("admission_date", date_sql("admission_date"), typed)} AS admission_date_v,
         {parsed},
         {_required_missing(kind)} AS missing
     FROM {source}
@@ -52,7 +74,7 @@ coded AS (
 SELECT
     -- the raw text is kept for the rows that could not be read; a read row is
     -- kept as its normalised cells (spec 6), so its raw copy is not stored
-    row_key, source_file, line_number, CASE WHEN q_code IS NOT NULL THEN raw END AS raw, q_code,
+    row_key, source_file, line_number, CASE WHEN q_code IS NOT NULL THEN {raw} END AS raw, q_code,
     -- say what a row obviously is when it is not a settlement at all
     CASE WHEN q_code IS NOT NULL AND lower(settlement_id) IN ('settlement_id', '结算流水号', '结算编号')
         THEN 'looks like a repeated header row, not a settlement'
@@ -83,13 +105,20 @@ FROM coded
 """
 
 
-def typed_roster_sql(source: str, target: str, kind: FileKind) -> str:
+def typed_roster_sql(
+    source: str,
+    target: str,
+    kind: FileKind,
+    *,
+    raw: str = "raw",
+    typed: Mapping[str, str] | None = None,
+) -> str:
     return f"""
 CREATE OR REPLACE TEMP TABLE {target} AS
 WITH parsed AS (
     SELECT *,
-        {date_sql("valid_from")} AS valid_from_v,
-        {date_sql("valid_to")} AS valid_to_v,
+        {_value("valid_from", date_sql("valid_from"), typed)} AS valid_from_v,
+        {_value("valid_to", date_sql("valid_to"), typed)} AS valid_to_v,
         coalesce({category_sql("category")}, CASE WHEN category IS NULL THEN 'in_service' END)
             AS category_v,
         {_required_missing(kind)} AS missing
@@ -99,7 +128,7 @@ SELECT
     row_key AS record_key, source_file, line_number,
     CASE WHEN missing IS NOT NULL OR category_v IS NULL OR valid_from_v IS NULL
               OR (valid_to IS NOT NULL AND valid_to_v IS NULL) OR valid_to_v < valid_from_v
-         THEN raw END AS raw,
+         THEN {raw} END AS raw,
     CASE
         WHEN missing IS NOT NULL THEN 'missing_field'
         WHEN category_v IS NULL THEN 'missing_field'
@@ -121,7 +150,7 @@ FROM parsed
 """
 
 
-def typed_simple_sql(source: str, target: str, kind: FileKind) -> str:
+def typed_simple_sql(source: str, target: str, kind: FileKind, *, raw: str = "raw") -> str:
     """Units, enrollments, overrides, bank returns: dates and amounts typed."""
     cols = []
     bad = []
@@ -163,7 +192,7 @@ def typed_simple_sql(source: str, target: str, kind: FileKind) -> str:
     )
     return f"""
 CREATE OR REPLACE TEMP TABLE {target} AS
-SELECT row_key, source_file, line_number, raw,
+SELECT row_key, source_file, line_number, {raw} AS raw,
        split_part({problem}, '|', 1) AS q_code,
        nullif(substr({problem}, length(split_part({problem}, '|', 1)) + 2), '') AS q_detail,
        {", ".join(cols)}
