@@ -104,3 +104,14 @@ def test_review_and_rejection_codes(demo: Path) -> None:
     assert codes["JS240200064"] == "reversal_unmatched"
     assert codes["JS240200134"] == "waiting_period"
     assert codes["JS240200059"] == "name_mismatch"
+    # a row no scheme pays names every scheme's reason, in scheme order
+    detail = {r["settlement_id"]: r["detail"] for r in rows(demo, "2024-02", "rejections")}
+    assert detail["JS240200134"] == (
+        "bj-inservice: category retired not covered; "
+        "wh-hospital: waiting period of 90 days from 2024-01-01 runs to 2024-03-30"
+    )
+    january = {r["settlement_id"]: r for r in rows(demo, "2024-01", "rejections")}
+    assert (january["JS240100096"]["reason_code"], january["JS240100096"]["detail"]) == (
+        "no_coverage",
+        "bj-inservice: category retired not covered; wh-hospital: outpatient not covered",
+    )

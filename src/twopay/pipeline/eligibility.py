@@ -9,6 +9,7 @@ import duckdb
 
 from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
+from twopay.io.readers import sql_literal
 from twopay.rules.loader import RuleSet
 
 # What the stages need from a person's records in time order (spec 2.1, 5):
@@ -207,6 +208,14 @@ def check(
         LEFT JOIN enr USING (row_batch_id, row_key, scheme)
         """
     )
+    schemes = sorted({v.rule.scheme for v in rules.versions})
+    reasons = (
+        "nullif(concat_ws('; ', "
+        + ", ".join(f"max(why_not) FILTER (WHERE scheme = {sql_literal(s)})" for s in schemes)
+        + "), '')"
+        if schemes
+        else "NULL::VARCHAR"
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW eligible_lines AS
@@ -221,19 +230,15 @@ def check(
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE decisions AS
-        WITH stages AS (
-            SELECT row_batch_id, row_key, max(stage) AS stage FROM scheme_checks GROUP BY ALL
-        ),
-        -- the reasons are spelled out only for rows no scheme passes
-        reasons AS (
-            SELECT c.row_batch_id, c.row_key,
-                   string_agg(c.why_not, '; ' ORDER BY c.scheme) AS why_not
-            FROM scheme_checks c SEMI JOIN stages s
-                ON s.row_batch_id = c.row_batch_id AND s.row_key = c.row_key AND s.stage < 4
-            WHERE c.why_not IS NOT NULL
-            GROUP BY ALL
-        ),
-        best AS (SELECT * FROM stages LEFT JOIN reasons USING (row_batch_id, row_key))
+        -- one pass over the scheme checks: the furthest stage a row reaches
+        -- and, for rows no scheme passes, every scheme's reason in scheme order
+        -- (one conditional aggregate per scheme; an ordered string_agg would
+        -- sort each row's checks)
+        WITH best AS (
+            SELECT row_batch_id, row_key, max(stage) AS stage,
+                   CASE WHEN max(stage) < 4 THEN {reasons} END AS why_not
+            FROM scheme_checks GROUP BY ALL
+        )
         SELECT i.row_batch_id, i.row_key, i.settlement_id, i.carried,
             CASE
                 WHEN i.id_outcome IN ('probable_id_typo', 'probable_name_typo') THEN 'held'
@@ -279,5 +284,5 @@ def check(
         FROM identified2 i
         LEFT JOIN member_checks m USING (row_batch_id, row_key)
         LEFT JOIN best b USING (row_batch_id, row_key)
-        """.replace("{has_units}", "true" if has_units else "false")
+        """.replace("{has_units}", "true" if has_units else "false").replace("{reasons}", reasons)
     )
