@@ -289,6 +289,7 @@ def _find_records(con: duckdb.DuckDBPyConnection) -> None:
         ) QUALIFY row_number() OVER (PARTITION BY row_key ORDER BY preference DESC) = 1
         """
     )
+    con.execute("DROP TABLE identity_joined")  # the later steps read identity_found
 
 
 def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:

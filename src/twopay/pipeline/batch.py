@@ -650,6 +650,18 @@ class _Batch:
             FROM eligible_lines e
             """
         )
+        con.execute("DROP VIEW eligible_lines")
+        # what the ledger keeps of the member checks (eligibility_members);
+        # the line columns, read by eligible_lines, are in new_lines now
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE member_facts AS
+            SELECT row_batch_id, row_key, member_id, unit_code, category, valid_from, valid_to,
+                   run_start, dues_paid_through
+            FROM member_checks
+            """
+        )
+        _drop(con, "member_checks")
         # Clawback lines: one per line of the original not yet clawed back.
         con.execute(
             f"""
@@ -694,7 +706,6 @@ class _Batch:
             FROM new_lines l JOIN line_order k ON l.rowid = k.rid
             """
         )
-        con.execute("DROP VIEW eligible_lines")
         _drop(con, "new_lines", "line_order")
         # Accumulators from the lines of earlier batches (derived, never stored twice).
         con.execute(
@@ -1029,7 +1040,7 @@ class _Batch:
                 INSERT INTO eligibility_members
                 SELECT {b}, row_batch_id, row_key, member_id, unit_code, category, valid_from,
                        valid_to, run_start, dues_paid_through
-                FROM member_checks
+                FROM member_facts
                 """
             )
             con.execute(
