@@ -879,6 +879,7 @@ class _Batch:
             FROM m WHERE offset_amount > 0
             """
         )
+        _drop(con, "member_net", "member_cards")  # the commit reads their results
 
     # -- outcomes and summary ---------------------------------------------
 
