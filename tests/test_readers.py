@@ -294,3 +294,46 @@ def test_blank_lines_counts_across_blocks(tmp_path: Path) -> None:
     path.write_bytes(body)
     assert blank_lines(path) == _blank_lines_line_by_line(body)
     assert blank_lines(path)  # the file has empty lines outside quotes
+
+
+def test_line_numbers_hold_across_a_large_file_read_in_parallel(tmp_path: Path) -> None:
+    """A file of many read buffers (8 MB each), scanned on every core: each
+    good record and each unreadable one keeps the line an editor shows, with
+    quoted line breaks, rows of the wrong width and empty lines scattered."""
+    import random
+
+    rng = random.Random(11)
+    lines = [HEAD.rstrip("\n")]
+    want: dict[str, int] = {}
+    bad: dict[int, str] = {}
+    for i in range(400_000):
+        sid = f"S{i:07d}"
+        kind = rng.random()
+        if kind < 0.0005:
+            lines.append("")  # an empty line: not a record
+        if kind > 0.9995:
+            bad[len(lines) + 1] = sid
+            lines.append(f"{sid},1,a,门诊,2024-01-05,100")  # a field short
+            continue
+        want[sid] = len(lines) + 1
+        name = '"张\n伟"' if rng.random() < 0.001 else "张伟"
+        lines.append(f"{sid},110105199001011234,{name},{ROW.rstrip()}")
+        if "\n" in name:
+            lines[-1:] = lines[-1].split("\n")
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 2 * 8_000_000  # three buffers at least
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path)
+    got = dict(
+        con.execute("SELECT settlement_id, line_number FROM raw0 WHERE parse_error IS NULL").fetchall()
+    )
+    assert got == want
+    rejected = {
+        n: r.split(",")[0]
+        for n, r in con.execute(
+            "SELECT line_number, raw FROM raw0 WHERE parse_error IS NOT NULL"
+        ).fetchall()
+    }
+    assert bad and rejected == bad

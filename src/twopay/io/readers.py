@@ -90,14 +90,21 @@ _EMPTY_NEXT = re.compile(rb"\n(?:\r*(?=\n)|\r+\Z)")
 
 def blank_lines(path: Path) -> list[int]:
     """The numbers of the empty lines outside quoted cells, which DuckDB skips
-    without counting them as records. Only read when a file's line count says
+    without counting them as records."""
+    return _blank_lines(path)[0]
+
+
+def _blank_lines(path: Path) -> tuple[list[int], list[int]]:
+    """The empty lines outside quoted cells: their numbers, and the byte
+    offset where each starts. Only read when a file's line count says
     that it has lines that are not one record each. No loop over lines: a
     regex finds the empty lines (few), and the line breaks and quotes before
     each are counted a block at a time; a line starts inside a quoted cell
     when an odd number of quotes come before it."""
     if path.stat().st_size == 0:
-        return []
+        return [], []
     blanks: list[int] = []
+    offsets: list[int] = []
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         starts = [0] if _EMPTY_FIRST.match(mm) else []
         found = (m.start() + 1 for m in _EMPTY_NEXT.finditer(mm))
@@ -110,7 +117,8 @@ def blank_lines(path: Path) -> list[int]:
             done = start
             if quotes % 2 == 0:
                 blanks.append(newlines + 1)
-    return blanks
+                offsets.append(start)
+    return blanks, offsets
 
 
 def count_newlines(path: Path) -> int:
@@ -399,14 +407,15 @@ def _stage_csv(
             CREATE OR REPLACE TEMP TABLE {rej_t} AS
             SELECT line AS rec, any_value(csv_line) AS csv_line,
                    any_value(error_type) AS error_type,
-                   any_value(error_message) AS error_message
+                   any_value(error_message) AS error_message,
+                   min(byte_position) AS byte_pos
             FROM _rej_err GROUP BY line
             """
         )
     else:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {rej_t} (rec BIGINT, csv_line VARCHAR, "
-            "error_type VARCHAR, error_message VARCHAR)"
+            "error_type VARCHAR, error_message VARCHAR, byte_pos BIGINT)"
         )
     named = {name: i for i, name in enumerate(canon) if name is not None}
     select_cols = ", ".join(f"c{i} AS {name}" for name, i in named.items())
@@ -436,19 +445,26 @@ def _stage_csv(
     # line, on line p, has p - j other lines before it, so it comes before
     # every record with L > p - j.
     blank_t = f"{table}_blank"
-    blanks = [] if one_line_each else blank_lines(text_path)
+    blanks, offsets = ([], []) if one_line_each else _blank_lines(text_path)
     if blanks:
         _register_blanks(con, blank_t, blanks)
-        # DuckDB numbers a row it could not parse by its physical line, empty
-        # lines included (and puts them in front of its text): count it like
-        # the others, without them
-        con.execute(
-            f"""
-            UPDATE {rej_t} SET
-                rec = rec - coalesce((SELECT max(b.k) FROM {blank_t} b WHERE b.p < {rej_t}.rec), 0),
-                csv_line = ltrim(csv_line, chr(13) || chr(10))
-            """
-        )
+        # DuckDB numbers a row it could not parse counting the empty lines
+        # before it (and puts them in front of its text) but not the line
+        # breaks inside quoted cells: count it like the others, without the
+        # empty lines. Which come before it is told by byte offset (DuckDB
+        # gives the byte where it found the error, within or just after the
+        # row's line), not by line number, which counts differently.
+        con.register("_blank_at", pa.table({"o": pa.array(offsets, pa.int64())}))
+        try:
+            con.execute(
+                f"""
+                UPDATE {rej_t} SET
+                    rec = rec - (SELECT count(*) FROM _blank_at a WHERE a.o < {rej_t}.byte_pos),
+                    csv_line = ltrim(csv_line, chr(13) || chr(10))
+                """
+            )
+        finally:
+            con.unregister("_blank_at")
     # rejected records before a good row shift it; with none, skip the count
     shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 2 + rowid)" if any_rejects else "0"
     con.execute(
