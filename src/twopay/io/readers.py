@@ -366,9 +366,10 @@ def _stage_csv(
     n = len(first)
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
     con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
-    # A record's place in the file is its rowid (+ 1): a one-thread scan
-    # inserted in order. (A row_number() window would hold the whole file in
-    # memory; the insert streams and spills.)
+    # A record's place in the file is its rowid (+ 1): the scan runs on every
+    # core and preserve_insertion_order keeps the insert in file order. (A
+    # row_number() window would hold the whole file in memory; the insert
+    # streams and spills.)
     keep_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")
     try:
@@ -380,7 +381,7 @@ def _stage_csv(
                           auto_detect = false, columns = {columns},
                           store_rejects = true, rejects_table = '_rej_err',
                           rejects_scan = '_rej_scan', max_line_size = 4000000, buffer_size = 8000000,
-                          strict_mode = true, parallel = false)
+                          strict_mode = true, parallel = true)
             """,
             [str(text_path), delim],
         )
