@@ -146,3 +146,14 @@ def test_a_large_table_is_capped_and_says_so(tmp_path: Path) -> None:
     write_report_xlsx(again, summary, {"payout_lines": lines}, lang="zh", max_rows=5)
     assert again.read_bytes() == out.read_bytes()
     assert len(lines.read_text(encoding="utf-8").splitlines()) == 13  # the CSV is whole
+    # the row count the CSV writer reported stands in for counting the file
+    told = tmp_path / "told.xlsx"
+    write_report_xlsx(
+        told, summary, {"payout_lines": lines}, lang="zh", max_rows=5, rows={"payout_lines": 12}
+    )
+    assert told.read_bytes() == out.read_bytes()
+    write_report_xlsx(
+        told, summary, {"payout_lines": lines}, lang="zh", max_rows=5, rows={"payout_lines": 40}
+    )
+    sheet = fastexcel.read_excel(told).load_sheet("互助金明细").to_polars()
+    assert any("共 40 行" in c for c in sheet.columns)  # the told count is the one shown

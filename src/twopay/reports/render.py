@@ -278,9 +278,10 @@ def render_batch_reports(
     tmp = Path(tempfile.mkdtemp(prefix=".twopay-", dir=out_dir.parent))
     try:
         tables: dict[str, Path] = {}
+        rows: dict[str, int] = {}
         for name, query in report_queries(lang, unmask).items():
             path = tmp / f"{name}.csv"
-            _write_csv(con, query, path, batch_id)
+            rows[name] = _write_csv(con, query, path, batch_id)
             tables[name] = path
         summary = batch_summary(con, batch_id)
         (tmp / "summary.json").write_text(
@@ -290,7 +291,12 @@ def render_batch_reports(
         from twopay.reports.xlsx import months_of_year, write_report_xlsx
 
         write_report_xlsx(
-            tmp / "report.xlsx", summary, tables, lang=lang, months=months_of_year(con, batch_id)
+            tmp / "report.xlsx",
+            summary,
+            tables,
+            lang=lang,
+            months=months_of_year(con, batch_id),
+            rows=rows,
         )
         fault_point("reports")
         _swap_into_place(tmp, out_dir)

@@ -114,11 +114,14 @@ def typed(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def read_table(path: Path, max_rows: int) -> tuple[pl.DataFrame, int]:
-    """The first max_rows rows of a report CSV (all text), and its full row count."""
+def read_table(path: Path, max_rows: int, rows: int | None = None) -> tuple[pl.DataFrame, int]:
+    """The first max_rows rows of a report CSV (all text), and its full row
+    count: ``rows`` when the writer knows it, else counted (a scan of the file)."""
     frame = pl.read_csv(path, infer_schema=False, n_rows=max_rows)
     total = frame.height
-    if total >= max_rows:
+    if rows is not None:
+        total = rows
+    elif total >= max_rows:
         total = int(pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item())
     return frame, total
 
@@ -394,8 +397,11 @@ def write_report_xlsx(
     lang: str,
     months: Sequence[Mapping[str, Any]] = (),
     max_rows: int = MAX_SHEET_ROWS,
+    rows: Mapping[str, int] | None = None,
 ) -> None:
-    """Summary sheet first, then every table of ``tables`` (report CSVs)."""
+    """Summary sheet first, then every table of ``tables`` (report CSVs);
+    ``rows`` gives a table's row count when known, so a CSV of millions of
+    lines is not read through only to be counted."""
     created = summary.get("started_at")
     book = open_book(path, datetime.fromisoformat(str(created)) if created else None)
     # The Summary sheet must come first but mentions capped sheets: count first.
@@ -406,7 +412,9 @@ def write_report_xlsx(
     ]
     capped: list[str] = []
     for sheet in order:
-        frame, total = read_table(tables[sheet.table], max_rows)
+        frame, total = read_table(
+            tables[sheet.table], max_rows, (rows or {}).get(sheet.table)
+        )
         loaded.append((sheet.title(lang), tables[sheet.table].name, frame, total))
         if total > frame.height:
             capped.append(
