@@ -50,7 +50,9 @@ def test_the_codes_are_the_specs() -> None:
         return
     section = SPEC.read_text(encoding="utf-8").split("## 5.")[1].split("## 6.")[0]
     rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")]
-    by_outcome = {r[1].strip().split(":")[0]: {c.strip() for c in r[3].split(",")} for r in rows[1:]}
+    by_outcome = {
+        r[1].strip().split(":")[0]: {c.strip() for c in r[3].split(",")} for r in rows[1:]
+    }
     assert by_outcome["quarantined"] == set(QUARANTINE_CODES)
     assert by_outcome["rejected"] == set(REJECTION_CODES)
     assert by_outcome["held for review"] == set(REVIEW_CODES)

@@ -272,7 +272,14 @@ def test_evidence_is_json_with_the_rule() -> None:
 def test_lazy_exact_leaves_only_plain_exact_matches_to_be_spelled_out() -> None:
     """The batch asks for the plain exact case lazily and spells it out with
     exact_detail_sql / exact_evidence_sql: the same text as the eager result."""
-    settlements = [(A, "张伟"), (A, "章玮"), (A, "張偉"), (swap(A, 10), "张伟"), (B, "李娜"), (None, "x")]
+    settlements = [
+        (A, "张伟"),
+        (A, "章玮"),
+        (A, "張偉"),
+        (swap(A, 10), "张伟"),
+        (B, "李娜"),
+        (None, "x"),
+    ]
     eager = identify(ROSTER, settlements)
     lazy = identify(ROSTER, settlements, lazy_exact=True)
     con = duckdb.connect()

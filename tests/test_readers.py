@@ -112,7 +112,7 @@ MONEY_TYPES = ["DECIMAL(18,2)", "DECIMAL(18,3)", "DECIMAL(38,0)", "BIGINT", "DOU
     money_type=st.sampled_from(MONEY_TYPES),
     rows=st.lists(
         st.tuples(
-            st.one_of(st.none(), st.decimals(-10**15, 10**15, places=3, allow_nan=False)),
+            st.one_of(st.none(), st.decimals(-(10**15), 10**15, places=3, allow_nan=False)),
             st.one_of(st.none(), st.decimals(0, 10**4, places=2, allow_nan=False)),
             st.one_of(st.none(), st.dates(date(1900, 1, 1), date(2199, 12, 31))),
         ),
@@ -159,7 +159,10 @@ def test_gb18030_is_detected_and_forcing_the_wrong_encoding_fails(tmp_path: Path
 
 
 def test_each_quarantine_code_with_its_line(tmp_path: Path) -> None:
-    rows = {r["settlement_id"] or f"line{r['line_number']}": r for r in read_typed(FIX / "settlements_bad.csv", tmp_path)}
+    rows = {
+        r["settlement_id"] or f"line{r['line_number']}": r
+        for r in read_typed(FIX / "settlements_bad.csv", tmp_path)
+    }
     codes = {k: (r["q_code"], r["line_number"]) for k, r in rows.items()}
     assert codes["Q1"] == ("missing_field", 2)
     assert codes["Q2"] == ("bad_visit_type", 3)
@@ -327,7 +330,9 @@ def test_line_numbers_hold_across_a_large_file_read_in_parallel(tmp_path: Path) 
     con.execute("SET threads = 2")
     load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path)
     got = dict(
-        con.execute("SELECT settlement_id, line_number FROM raw0 WHERE parse_error IS NULL").fetchall()
+        con.execute(
+            "SELECT settlement_id, line_number FROM raw0 WHERE parse_error IS NULL"
+        ).fetchall()
     )
     assert got == want
     rejected = {

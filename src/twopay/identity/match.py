@@ -86,9 +86,10 @@ def exact_evidence_sql(member: str, record: str) -> str:
     """The evidence of a plain exact match: by concatenation, the common case
     (to_json of a struct costs 50 % more)."""
     return (
-        "'{\"rule\":\"3.1\",\"outcome\":\"exact\",\"name_level\":\"exact\",\"roster_member\":'"
+        '\'{"rule":"3.1","outcome":"exact","name_level":"exact","roster_member":\''
         f" || to_json({member})::VARCHAR || ',\"record_key\":' || {record}::VARCHAR || '}}'"
     )
+
 
 # a value with a character beyond ASCII (bytes <> characters): cheaper than a regex
 _NON_ASCII = "strlen({0}) <> length({0})"

@@ -290,6 +290,7 @@ def load_input(
         staged = _stage_xlsx(con, path, kind, aliases, stage)
     else:
         staged = _stage_parquet(con, path, kind, aliases, stage, lazy)
+
     def cell(name: str) -> str:
         if name not in staged.named:
             return "NULL::VARCHAR"
@@ -490,8 +491,11 @@ def _stage_csv(
                 0, {null_cols}, {null_cells}
             FROM {rej_t}
         )
-        {"SELECT ln + coalesce(b.k, 0) AS line_number, r.* EXCLUDE (rec, nl, ln)"
-         if blanks else "SELECT ln AS line_number, * EXCLUDE (rec, nl, ln)"}
+        {
+            "SELECT ln + coalesce(b.k, 0) AS line_number, r.* EXCLUDE (rec, nl, ln)"
+            if blanks
+            else "SELECT ln AS line_number, * EXCLUDE (rec, nl, ln)"
+        }
         FROM (SELECT {line_number} AS ln, * FROM records) r
         {f"ASOF LEFT JOIN {blank_t} b ON r.ln > b.pos" if blanks else ""}
         """

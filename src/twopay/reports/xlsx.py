@@ -412,9 +412,7 @@ def write_report_xlsx(
     ]
     capped: list[str] = []
     for sheet in order:
-        frame, total = read_table(
-            tables[sheet.table], max_rows, (rows or {}).get(sheet.table)
-        )
+        frame, total = read_table(tables[sheet.table], max_rows, (rows or {}).get(sheet.table))
         loaded.append((sheet.title(lang), tables[sheet.table].name, frame, total))
         if total > frame.height:
             capped.append(
