@@ -449,24 +449,21 @@ def _stage_csv(
     blank_t = f"{table}_blank"
     blanks, offsets = ([], []) if one_line_each else _blank_lines(text_path)
     if blanks:
-        _register_blanks(con, blank_t, blanks)
+        _register_blanks(con, blank_t, blanks, offsets)
         # DuckDB numbers a row it could not parse counting the empty lines
         # before it (and puts them in front of its text) but not the line
         # breaks inside quoted cells: count it like the others, without the
         # empty lines. Which come before it is told by byte offset (DuckDB
         # gives the byte where it found the error, within or just after the
         # row's line), not by line number, which counts differently.
-        con.register("_blank_at", pa.table({"o": pa.array(offsets, pa.int64())}))
-        try:
-            con.execute(
-                f"""
-                UPDATE {rej_t} SET
-                    rec = rec - (SELECT count(*) FROM _blank_at a WHERE a.o < {rej_t}.byte_pos),
-                    csv_line = ltrim(csv_line, chr(13) || chr(10))
-                """
-            )
-        finally:
-            con.unregister("_blank_at")
+        con.execute(
+            f"""
+            UPDATE {rej_t} SET
+                rec = rec - coalesce(
+                    (SELECT max(b.k) FROM {blank_t} b WHERE b.o < {rej_t}.byte_pos), 0),
+                csv_line = ltrim(csv_line, chr(13) || chr(10))
+            """
+        )
     # rejected records before a good row shift it; with none, skip the count
     shift = "(SELECT count(*) FROM rej WHERE rej.slot <= 2 + rowid)" if any_rejects else "0"
     con.execute(
@@ -725,17 +722,21 @@ _PLAIN_TYPE = re.compile(
 _MONEY_TYPE = re.compile(rf"{_INTEGER_TYPES}|DECIMAL\(\d+,[012]\)")
 
 
-def _register_blanks(con: duckdb.DuckDBPyConnection, table: str, blanks: list[int]) -> None:
-    """(pos, k): k empty lines come before every record whose line, counted
-    without empty lines, is above pos."""
-    frame = pa.table({"p": pa.array(blanks, pa.int64())})
+def _register_blanks(
+    con: duckdb.DuckDBPyConnection, table: str, blanks: list[int], offsets: list[int]
+) -> None:
+    """(pos, k, p, o): k empty lines come before every record whose line,
+    counted without empty lines, is above pos; and before every byte after o.
+    A row is one group of consecutive empty lines (the last at line p, byte o):
+    no record lies inside a group, so its last line and byte stand for it."""
+    frame = pa.table({"p": pa.array(blanks, pa.int64()), "o": pa.array(offsets, pa.int64())})
     con.register("_blank_arrow", frame)
     try:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE {table} AS
-            SELECT p - k AS pos, max(k) AS k, max(p) AS p
-            FROM (SELECT p, row_number() OVER (ORDER BY p) AS k FROM _blank_arrow)
+            SELECT p - k AS pos, max(k) AS k, max(p) AS p, max(o) AS o
+            FROM (SELECT p, o, row_number() OVER (ORDER BY p) AS k FROM _blank_arrow)
             GROUP BY ALL
             """
         )
