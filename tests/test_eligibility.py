@@ -1,0 +1,151 @@
+"""Per-scheme eligibility (spec 5) with two schemes, one of which requires an
+enrollment: each scheme's stage and reason land in the ledger under that
+scheme, a row is adjudicated under every scheme that passes, and a row no
+scheme passes carries the furthest stage and every scheme's reason in scheme
+order. Checked against values worked out by hand from the rules below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, cli, init_workspace, person_id, write_csv
+
+A_PLAN = """
+scheme = "a-plan"
+title = "a: everyone in service, no enrollment"
+version = "a1"
+effective_from = 2020-01-01
+categories = ["in_service"]
+base = "self_pay_1"
+
+[outpatient]
+deductible = 0
+ratio = 0.5
+
+[inpatient]
+deductible = 0
+ratio = 0.5
+"""
+
+B_PLAN = """
+scheme = "b-plan"
+title = "b: hospital only, enrolled members, 30 days' wait"
+version = "b1"
+effective_from = 2020-01-01
+enrollment = "required"
+categories = ["in_service", "retired"]
+base = "self_pay_1"
+waiting_days = 30
+
+[inpatient]
+deductible = 0
+ratio = 0.2
+"""
+
+# person n: (category, visit type, enrolled in b-plan: by ID number / member_id, from)
+PEOPLE = {
+    1: ("in_service", "住院", "id", "2023-06-01"),  # passes both
+    2: ("in_service", "住院", None, None),  # a only: no enrollment for b
+    3: ("retired", "住院", "id", "2024-01-01"),  # a: category; b: waiting to 2024-01-30
+    4: ("in_service", "门诊", "id", "2023-06-01"),  # a only: b does not cover outpatient
+    5: ("retired", "住院", "member", "2023-06-01"),  # b only, enrolled by member_id
+}
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("elig")
+    ws = init_workspace(root / "ws", {"a.toml": A_PLAN, "b.toml": B_PLAN})
+    roster = write_csv(
+        root / "roster.csv",
+        ROSTER_HEADER,
+        [
+            (f"M{n}", f"会员{n}", person_id(n), f"62220{n:05d}", "U1", cat, "2023-01-01", None)
+            for n, (cat, *_rest) in PEOPLE.items()
+        ],
+    )
+    settlements = write_csv(
+        root / "settlements.csv",
+        SETTLEMENT_HEADER,
+        [
+            (f"S{n}", person_id(n), f"会员{n}", visit, "2024-01-10",
+             "2024-01-08" if visit == "住院" else None, "1100.00", "1000.00", None)
+            for n, (_cat, visit, *_rest) in PEOPLE.items()
+        ],
+    )  # fmt: skip
+    enrollments = write_csv(
+        root / "enrollments.csv",
+        ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
+        [
+            (person_id(n) if by == "id" else None, f"M{n}" if by == "member" else None,
+             "b-plan", start, "2024-12-31")
+            for n, (_c, _v, by, start) in PEOPLE.items() if by
+        ],
+    )  # fmt: skip
+    result = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--enrollments", enrollments,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return ws / "twopay.duckdb"
+
+
+def rows(ledger: Path, sql: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(ledger), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_each_scheme_keeps_its_own_stage_and_reason(ledger: Path) -> None:
+    got = rows(
+        ledger,
+        "SELECT s.settlement_id, e.scheme, e.version, e.stage, e.why_not "
+        "FROM eligibility_schemes e JOIN settlements s USING (row_key) ORDER BY 1, 2",
+    )
+    assert got == [
+        ("S1", "a-plan", "a1", 4, None),
+        ("S1", "b-plan", "b1", 4, None),
+        ("S2", "a-plan", "a1", 4, None),
+        ("S2", "b-plan", "b1", 1, "b-plan: no enrollment in force on 2024-01-10"),
+        ("S3", "a-plan", "a1", 1, "a-plan: category retired not covered"),
+        ("S3", "b-plan", "b1", 2, "b-plan: waiting period of 30 days from 2024-01-01 runs to 2024-01-30"),
+        ("S4", "a-plan", "a1", 4, None),
+        ("S4", "b-plan", "b1", 1, "b-plan: outpatient not covered"),
+        ("S5", "a-plan", "a1", 1, "a-plan: category retired not covered"),
+        ("S5", "b-plan", "b1", 4, None),
+    ]  # fmt: skip
+
+
+def test_a_row_is_paid_under_every_scheme_it_passes(ledger: Path) -> None:
+    got = rows(
+        ledger,
+        "SELECT settlement_id, scheme, rule_version, payout FROM lines ORDER BY 1, 2",
+    )
+    assert [(s, scheme, v, str(p)) for s, scheme, v, p in got] == [
+        ("S1", "a-plan", "a1", "500.00"),
+        ("S1", "b-plan", "b1", "200.00"),
+        ("S2", "a-plan", "a1", "500.00"),
+        ("S4", "a-plan", "a1", "500.00"),
+        ("S5", "b-plan", "b1", "200.00"),
+    ]
+
+
+def test_no_scheme_passing_gives_the_furthest_stage_and_every_reason(ledger: Path) -> None:
+    got = rows(
+        ledger,
+        "SELECT settlement_id, outcome, code, detail FROM outcomes ORDER BY settlement_id",
+    )
+    assert got == [
+        ("S1", "adjudicated", None, None),
+        ("S2", "adjudicated", None, None),
+        ("S3", "rejected", "waiting_period",
+         "a-plan: category retired not covered; "
+         "b-plan: waiting period of 30 days from 2024-01-01 runs to 2024-01-30"),
+        ("S4", "adjudicated", None, None),
+        ("S5", "adjudicated", None, None),
+    ]  # fmt: skip
