@@ -651,13 +651,15 @@ class _Batch:
             """
         )
         con.execute("DROP VIEW eligible_lines")
-        # what the ledger keeps of the member checks (eligibility_members);
-        # the line columns, read by eligible_lines, are in new_lines now
+        # what the ledger keeps of the member checks (eligibility_members, and
+        # each scheme's columns for eligibility_schemes); the line columns,
+        # read by eligible_lines, are in new_lines now
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE member_facts AS
             SELECT row_batch_id, row_key, member_id, unit_code, category, valid_from, valid_to,
                    run_start, dues_paid_through
+                   {"".join(", " + c for c in eligibility.scheme_columns(self.rules))}
             FROM member_checks
             """
         )
@@ -1048,7 +1050,7 @@ class _Batch:
                 f"""
                 INSERT INTO eligibility_schemes
                 SELECT {b}, row_batch_id, row_key, scheme, version, stage, why_not
-                FROM scheme_checks
+                FROM ({eligibility.scheme_checks_sql(self.rules, "member_facts")})
                 """
             )
             con.execute(

@@ -80,63 +80,141 @@ def _load_schemes(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     )
 
 
+def _schemes(rules: RuleSet) -> list[str]:
+    """The schemes in order: column k of the per-scheme checks is scheme k."""
+    return sorted({v.rule.scheme for v in rules.versions})
+
+
+def scheme_columns(rules: RuleSet) -> list[str]:
+    """The per-scheme columns of ``member_checks``: scheme k's version,
+    stage reached (1-4; NULL where the row never reached the schemes) and
+    reason it stopped."""
+    return [f"{c}_{k}" for k in range(len(_schemes(rules))) for c in ("version", "stage", "why")]
+
+
+def scheme_checks_sql(rules: RuleSet, source: str) -> str:
+    """The checks one per row and scheme (the ledger's eligibility_schemes)
+    from the per-scheme columns of ``source``."""
+    parts = [
+        f"SELECT row_batch_id, row_key, {sql_literal(s)} AS scheme, version_{k} AS version, "
+        f"stage_{k} AS stage, why_{k} AS why_not FROM {source} WHERE stage_{k} IS NOT NULL"
+        for k, s in enumerate(_schemes(rules))
+    ]
+    return (
+        " UNION ALL ".join(parts)
+        if parts
+        else "SELECT NULL::INTEGER AS row_batch_id, NULL::BIGINT AS row_key, "
+        "NULL::VARCHAR AS scheme, NULL::VARCHAR AS version, NULL::INTEGER AS stage, "
+        "NULL::VARCHAR AS why_not WHERE false"
+    )
+
+
+def _scheme_check_sql(k: int, scheme: str, has_enrollments: bool) -> tuple[str, str]:
+    """The join and the three columns of scheme ``k``'s checks (spec 5:
+    covered, waiting period, a version in force). ``c`` is the row, ``v{k}``
+    the version that coverage reads on its date, ``n{k}`` its enrollment."""
+    v, n = f"v{k}", f"n{k}"
+    join = (
+        f"LEFT JOIN version_on {v} ON {v}.service_date = c.service_date "
+        f"AND {v}.scheme = {sql_literal(scheme)}"
+    )
+    if has_enrollments:
+        join += (
+            f" LEFT JOIN enr {n} ON {n}.row_batch_id = c.row_batch_id "
+            f"AND {n}.row_key = c.row_key AND {n}.scheme = {sql_literal(scheme)}"
+        )
+        enrolled = f"{n}.enrolled_from"
+    else:
+        enrolled = "NULL::DATE"
+    start = f"(CASE {v}.enrollment WHEN 'required' THEN {enrolled} ELSE c.run_start END)"
+    covers = (
+        f"(CASE c.visit_type WHEN 'outpatient' THEN {v}.has_outpatient ELSE {v}.has_inpatient END)"
+    )
+    label = sql_literal(scheme)
+    cols = f"""
+        CASE WHEN c.checked THEN {v}.version END AS version_{k},
+        CASE WHEN NOT c.checked THEN NULL
+            WHEN NOT list_contains({v}.categories, c.category)
+              OR ({v}.enrollment = 'required' AND {enrolled} IS NULL)
+              OR NOT {covers} THEN 1
+            WHEN c.service_date < {start} + {v}.waiting_days THEN 2
+            WHEN NOT {v}.in_force THEN 3
+            ELSE 4
+        END AS stage_{k},
+        CASE WHEN NOT c.checked THEN NULL
+            WHEN NOT list_contains({v}.categories, c.category)
+                THEN {label} || ': category ' || c.category || ' not covered'
+            WHEN {v}.enrollment = 'required' AND {enrolled} IS NULL
+                THEN {label} || ': no enrollment in force on ' || c.service_date::VARCHAR
+            WHEN NOT {covers}
+                THEN {label} || ': ' || c.visit_type || ' not covered'
+            WHEN c.service_date < {start} + {v}.waiting_days
+                THEN {label} || ': waiting period of ' || {v}.waiting_days::VARCHAR
+                     || ' days from ' || {start}::VARCHAR
+                     || ' runs to ' || ({start} + {v}.waiting_days - 1)::VARCHAR
+            WHEN NOT {v}.in_force
+                THEN {label} || ': no version in force on ' || c.service_date::VARCHAR
+        END AS why_{k}"""
+    return join, cols
+
+
 def check(
     con: duckdb.DuckDBPyConnection, rules: RuleSet, *, has_units: bool, has_enrollments: bool
 ) -> None:
-    """From ``identified2`` write ``decisions`` (one per row) and the view
-    ``eligible_lines`` (one per row and scheme that passes; read once)."""
+    """From ``identified2`` write ``member_checks`` (one per identified row,
+    with each scheme's checks as columns: scheme_columns), ``decisions`` (one
+    per row) and the view ``eligible_lines`` (one per row and scheme that
+    passes; read once)."""
     _load_schemes(con, rules)
+    schemes = _schemes(rules)
     units = (
         "SELECT unit_code, max(dues_paid_through) AS dues_paid_through FROM units_typed "
         "WHERE q_code IS NULL GROUP BY unit_code"
         if has_units
         else "SELECT NULL::VARCHAR AS unit_code, NULL::DATE AS dues_paid_through WHERE false"
     )
-    enrollments = (
-        f"""SELECT {id_normalise_sql("id_number")} AS person_key, member_id, scheme,
-                   valid_from, valid_to
-            FROM enrollments_typed WHERE q_code IS NULL"""
-        if has_enrollments
-        else "SELECT NULL::VARCHAR AS person_key, NULL::VARCHAR AS member_id, "
-        "NULL::VARCHAR AS scheme, NULL::DATE AS valid_from, NULL::DATE AS valid_to WHERE false"
-    )
+    identified = "i.id_outcome IN ('exact', 'homophone', 'override')"
+    if has_enrollments:
+        # enrolled by ID number or by member_id: two equi-joins, not an OR (an
+        # OR join condition would compare every row with every enrollment).
+        # Found for every scheme; a check reads it where its version requires it.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE enr AS
+            WITH e AS (
+                SELECT {id_normalise_sql("id_number")} AS person_key, member_id, scheme,
+                       valid_from, valid_to
+                FROM enrollments_typed WHERE q_code IS NULL
+            ),
+            c AS (
+                SELECT i.row_batch_id, i.row_key, i.service_date, i.person_key, r.member_id
+                FROM identified2 i JOIN roster r USING (record_key) WHERE {identified}
+            )
+            SELECT row_batch_id, row_key, scheme, min(valid_from) AS enrolled_from
+            FROM (
+                SELECT c.row_batch_id, c.row_key, e.scheme, e.valid_from
+                FROM c JOIN e ON e.person_key = c.person_key
+                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+                UNION ALL
+                SELECT c.row_batch_id, c.row_key, e.scheme, e.valid_from
+                FROM c JOIN e ON e.member_id = c.member_id
+                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+            )
+            GROUP BY ALL
+            """
+        )
+    per_scheme = [_scheme_check_sql(k, s, has_enrollments) for k, s in enumerate(schemes)]
+    joins = "\n".join(j for j, _c in per_scheme)
+    cols = "".join("," + c for _j, c in per_scheme)
+    has_u = "true" if has_units else "false"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE member_checks AS
-        WITH u AS ({units})
-        -- what the checks, the lines and the ledger read; the identity
-        -- evidence stays in identified2, read once by decisions
-        SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, candidate_member_id,
-                            evidence, id_detail, override_decision, carried, id_outcome,
-                            id_member, id_record),
-               r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
-               coalesce(rt.run_start, r.valid_from) AS run_start,
-               r.valid_from <= i.service_date
-                   AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
-               u.unit_code IS NOT NULL AS unit_known, u.dues_paid_through
-        FROM identified2 i
-        LEFT JOIN roster r USING (record_key)
-        LEFT JOIN roster_time rt USING (record_key)
-        LEFT JOIN u ON u.unit_code = r.unit_code
-        WHERE i.id_outcome IN ('exact', 'homophone', 'override')
-        """
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE scheme_checks AS
-        WITH e AS ({enrollments}),
-        pairs AS (
-            SELECT m.row_batch_id, m.row_key, s.scheme, m.service_date, m.visit_type,
-                   m.category, m.run_start, m.person_key, m.member_id
-            FROM member_checks m
-            CROSS JOIN (SELECT DISTINCT scheme FROM scheme_versions) s
-            WHERE m.member_active AND (NOT {has_units} OR
-                  (m.unit_known AND m.dues_paid_through >= m.service_date))
-        ),
+        WITH u AS ({units}),
         -- the version coverage reads: in force, else the latest started
         -- before the date, else the earliest (spec 5). It depends on the
         -- scheme and the date alone: chosen once per distinct date, not per row.
-        days AS (SELECT DISTINCT service_date FROM member_checks),
+        days AS (SELECT DISTINCT service_date FROM identified2),
         version_on AS (
             SELECT d.service_date, v.scheme, v.version, v.enrollment, v.categories,
                    v.waiting_days, v.has_outpatient, v.has_inpatient,
@@ -150,94 +228,68 @@ def check(
                               THEN v.effective_from END DESC,
                          v.effective_from, v.version) = 1
         ),
-        chk AS (
-            SELECT p.*, v.version, v.enrollment, v.categories, v.waiting_days,
-                   v.has_outpatient, v.has_inpatient, v.in_force
-            FROM pairs p JOIN version_on v
-                ON v.scheme = p.scheme AND v.service_date = p.service_date
+        -- what the checks, the lines and the ledger read; the identity
+        -- evidence stays in identified2, read once by decisions
+        m AS (
+            SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, candidate_member_id,
+                                evidence, id_detail, override_decision, carried, id_outcome,
+                                id_member, id_record),
+                   r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
+                   coalesce(rt.run_start, r.valid_from) AS run_start,
+                   r.valid_from <= i.service_date
+                       AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
+                   u.unit_code IS NOT NULL AS unit_known, u.dues_paid_through
+            FROM identified2 i
+            LEFT JOIN roster r USING (record_key)
+            LEFT JOIN roster_time rt USING (record_key)
+            LEFT JOIN u ON u.unit_code = r.unit_code
+            WHERE {identified}
         ),
-        required AS (SELECT * FROM chk WHERE enrollment = 'required'),
-        enr AS (
-            -- enrolled by ID number or by member_id: two equi-joins, not an OR
-            -- (an OR join condition would compare every row with every enrollment)
-            SELECT row_batch_id, row_key, scheme, min(valid_from) AS enrolled_from
-            FROM (
-                SELECT c.row_batch_id, c.row_key, c.scheme, e.valid_from
-                FROM required c JOIN e ON e.scheme = c.scheme AND e.person_key = c.person_key
-                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
-                UNION ALL
-                SELECT c.row_batch_id, c.row_key, c.scheme, e.valid_from
-                FROM required c JOIN e ON e.scheme = c.scheme AND e.member_id = c.member_id
-                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
-            )
-            GROUP BY ALL
+        -- the rows that reach the schemes: an active member, and (with a
+        -- units file) a known unit whose dues cover the date
+        c AS (
+            SELECT *, member_active AND (NOT {has_u} OR
+                       (unit_known AND dues_paid_through >= service_date)) AS checked
+            FROM m
         )
-        -- what eligible_lines, decisions and the ledger read: 10M rows for a
-        -- 5M-row month with two schemes, so nothing more
-        SELECT c.row_batch_id, c.row_key, c.scheme, c.version,
-            CASE
-                WHEN NOT list_contains(c.categories, c.category)
-                  OR (c.enrollment = 'required' AND enr.enrolled_from IS NULL)
-                  OR NOT (CASE c.visit_type WHEN 'outpatient' THEN c.has_outpatient
-                               ELSE c.has_inpatient END) THEN 1
-                WHEN c.service_date < CASE c.enrollment WHEN 'required' THEN enr.enrolled_from
-                                           ELSE c.run_start END + c.waiting_days THEN 2
-                WHEN NOT c.in_force THEN 3
-                ELSE 4
-            END AS stage,
-            CASE
-                WHEN NOT list_contains(c.categories, c.category)
-                    THEN c.scheme || ': category ' || c.category || ' not covered'
-                WHEN c.enrollment = 'required' AND enr.enrolled_from IS NULL
-                    THEN c.scheme || ': no enrollment in force on ' || c.service_date::VARCHAR
-                WHEN NOT (CASE c.visit_type WHEN 'outpatient' THEN c.has_outpatient
-                               ELSE c.has_inpatient END)
-                    THEN c.scheme || ': ' || c.visit_type || ' not covered'
-                WHEN c.service_date < CASE c.enrollment WHEN 'required' THEN enr.enrolled_from
-                                           ELSE c.run_start END + c.waiting_days
-                    THEN c.scheme || ': waiting period of ' || c.waiting_days::VARCHAR
-                         || ' days from ' || (CASE c.enrollment WHEN 'required'
-                            THEN enr.enrolled_from ELSE c.run_start END)::VARCHAR
-                         || ' runs to ' || ((CASE c.enrollment WHEN 'required'
-                            THEN enr.enrolled_from ELSE c.run_start END)
-                            + c.waiting_days - 1)::VARCHAR
-                WHEN NOT c.in_force
-                    THEN c.scheme || ': no version in force on ' || c.service_date::VARCHAR
-            END AS why_not
-        FROM chk c
-        LEFT JOIN enr USING (row_batch_id, row_key, scheme)
+        SELECT c.* EXCLUDE (checked){cols}
+        FROM c
+        {joins}
         """
     )
-    schemes = sorted({v.rule.scheme for v in rules.versions})
+    con.execute("DROP TABLE IF EXISTS enr")
+    stages = [f"stage_{k}" for k in range(len(schemes))]
+    best = f"greatest({', '.join(stages)})" if stages else "NULL::INTEGER"
     reasons = (
-        "nullif(concat_ws('; ', "
-        + ", ".join(f"max(why_not) FILTER (WHERE scheme = {sql_literal(s)})" for s in schemes)
-        + "), '')"
+        f"nullif(concat_ws('; ', {', '.join(f'why_{k}' for k in range(len(schemes)))}), '')"
         if schemes
         else "NULL::VARCHAR"
     )
+    passing = [
+        f"""SELECT row_batch_id, row_key, settlement_id, {sql_literal(s)} AS scheme, person_key,
+               member_id, unit_code, service_date, admission_date, visit_type, total_cost,
+               self_pay_1, self_pay_2, out_of_pocket, match
+        FROM member_checks WHERE stage_{k} = 4"""
+        for k, s in enumerate(schemes)
+    ]
     con.execute(
-        """
-        CREATE OR REPLACE TEMP VIEW eligible_lines AS
-        SELECT m.row_batch_id, m.row_key, m.settlement_id, s.scheme, m.person_key, m.member_id,
-               m.unit_code, m.service_date, m.admission_date, m.visit_type, m.total_cost,
-               m.self_pay_1, m.self_pay_2, m.out_of_pocket, m.match
-        FROM member_checks m
-        JOIN scheme_checks s USING (row_batch_id, row_key)
-        WHERE s.stage = 4
-        """
+        "CREATE OR REPLACE TEMP VIEW eligible_lines AS "
+        + (
+            " UNION ALL ".join(passing)
+            if passing
+            else "SELECT * EXCLUDE (scheme), NULL::VARCHAR AS scheme FROM member_checks WHERE false"
+        )
     )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE decisions AS
-        -- one pass over the scheme checks: the furthest stage a row reaches
-        -- and, for rows no scheme passes, every scheme's reason in scheme order
-        -- (one conditional aggregate per scheme; an ordered string_agg would
-        -- sort each row's checks)
+        -- the furthest stage a row reaches over the schemes and, for rows no
+        -- scheme passes, every scheme's reason in scheme order: read across
+        -- the row's own columns, no grouping
         WITH best AS (
-            SELECT row_batch_id, row_key, max(stage) AS stage,
-                   CASE WHEN max(stage) < 4 THEN {reasons} END AS why_not
-            FROM scheme_checks GROUP BY ALL
+            SELECT *, {best} AS stage,
+                   CASE WHEN {best} < 4 THEN {reasons} END AS why_not
+            FROM member_checks
         )
         SELECT i.row_batch_id, i.row_key, i.settlement_id, i.carried,
             CASE
@@ -246,7 +298,7 @@ def check(
                 WHEN NOT m.member_active THEN 'rejected'
                 WHEN m.member_active AND {has_units} AND (NOT m.unit_known
                      OR m.dues_paid_through < m.service_date) THEN 'rejected'
-                WHEN b.stage = 4 THEN 'adjudicated'
+                WHEN m.stage = 4 THEN 'adjudicated'
                 ELSE 'rejected'
             END AS outcome,
             CASE
@@ -254,9 +306,9 @@ def check(
                 WHEN NOT m.member_active THEN 'membership_inactive'
                 WHEN {has_units} AND (NOT m.unit_known OR m.dues_paid_through < m.service_date)
                     THEN 'unit_dues_unpaid'
-                WHEN b.stage = 4 THEN NULL
-                WHEN b.stage = 3 THEN 'no_rule_version'
-                WHEN b.stage = 2 THEN 'waiting_period'
+                WHEN m.stage = 4 THEN NULL
+                WHEN m.stage = 3 THEN 'no_rule_version'
+                WHEN m.stage = 2 THEN 'waiting_period'
                 ELSE 'no_coverage'
             END AS code,
             CASE
@@ -271,8 +323,8 @@ def check(
                     THEN 'unit ' || m.unit_code || ' dues paid through '
                          || m.dues_paid_through::VARCHAR || '; service date '
                          || i.service_date::VARCHAR
-                WHEN b.stage = 4 THEN NULL
-                ELSE coalesce(b.why_not, 'no scheme in the rules')
+                WHEN m.stage = 4 THEN NULL
+                ELSE coalesce(m.why_not, 'no scheme in the rules')
             END AS detail,
             i.person_key, m.member_id, m.unit_code, i.match, i.candidate_member_id,
             -- NULL for a plain exact match: spelled out from id_member and
@@ -282,7 +334,8 @@ def check(
             -- eligibility_schemes in the ledger); v_eligibility assembles them
             NULL::VARCHAR AS eligibility
         FROM identified2 i
-        LEFT JOIN member_checks m USING (row_batch_id, row_key)
-        LEFT JOIN best b USING (row_batch_id, row_key)
-        """.replace("{has_units}", "true" if has_units else "false").replace("{reasons}", reasons)
+        LEFT JOIN best m USING (row_batch_id, row_key)
+        """.replace("{has_units}", has_u)
+        .replace("{reasons}", reasons)
+        .replace("{best}", best)
     )
