@@ -5,7 +5,10 @@ fresh workspace (each size in its own process, so peak memory is that run's),
 and prints per stage wall time and rows per second; then, on the same files,
 the floor: DuckDB alone loading the settlements, joining the roster on
 id_number, one window sum per member and visit type, and writing the lines as
-CSV. It prints run/floor.
+CSV. It prints run/floor. Last, "ledger": DuckDB alone writing the rows that
+run committed (every batch table of its ledger, copied from temporary tables
+into a fresh database), the cost of keeping what spec 6 asks the ledger to
+keep with no computing at all, and its ratio to the floor.
 
     python benchmarks/bench_run.py --sizes 500000,1000000,2000000,5000000 --members 4000000
     python benchmarks/bench_run.py --sizes 100000 --members 200000      # a quick look
@@ -112,11 +115,47 @@ def floor(data: Path, out: Path, fmt: str, memory_limit: str) -> dict[str, objec
     return {"wall": wall, "peak_rss_mb": peak_rss_mb()}
 
 
+def ledger_writes(ledger: Path, out: Path, memory_limit: str) -> dict[str, object]:
+    """Child process: DuckDB alone writing the rows the run committed.
+
+    Each batch table of the run's ledger is first copied into a temporary
+    table (not timed), then written into a fresh database and committed
+    (timed): what storing the ledger's rows costs with no computing at all, a
+    bound under any commit that keeps what spec 6 asks the ledger to keep."""
+    import duckdb
+
+    db = out / "ledger_floor.duckdb"
+    db.unlink(missing_ok=True)
+    con = duckdb.connect(str(db), config={"memory_limit": memory_limit})
+    con.execute(f"ATTACH '{ledger}' AS run (READ_ONLY)")
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'run' ORDER BY 1"
+        ).fetchall()
+    ]
+    per_table: dict[str, tuple[int, float]] = {}
+    for t in tables:
+        con.execute(f"CREATE TEMP TABLE staged AS SELECT * FROM run.{t}")
+        start = time.perf_counter()
+        con.execute("BEGIN")
+        con.execute(f"CREATE TABLE {t} AS SELECT * FROM staged")
+        con.execute("COMMIT")
+        secs = time.perf_counter() - start
+        per_table[t] = (int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]), secs)
+        con.execute("DROP TABLE staged")
+    con.close()
+    db.unlink(missing_ok=True)
+    return {"wall": sum(s for _n, s in per_table.values()), "tables": per_table}
+
+
 def child(args: argparse.Namespace) -> None:
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.child == "run":
         res = one_run(data, work / "ws", args.format, args.memory_limit)
+    elif args.child == "ledger":
+        res = ledger_writes(data / "twopay.duckdb", work, args.memory_limit)
     else:
         res = floor(data, work, args.format, args.memory_limit)
     print(json.dumps(res))
@@ -167,7 +206,10 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"roster: {args.members:,} members; memory_limit {args.memory_limit}")
-    header = f"{'format':8} {'rows':>10} {'run s':>8} {'rows/s':>10} {'floor s':>8} {'run/floor':>9} {'peak MB':>8}"
+    header = (
+        f"{'format':8} {'rows':>10} {'run s':>8} {'rows/s':>10} {'floor s':>8} {'run/floor':>9}"
+        f" {'peak MB':>8} {'ledger s':>9} {'ledger/floor':>12}"
+    )
     print(header)
     per_row: dict[tuple[str, int], float] = {}
     for fmt in args.formats.split(","):
@@ -179,12 +221,22 @@ def main() -> None:
                 print(f"  (generated {size:,} rows as {fmt} in {time.perf_counter() - t:.1f}s)")
             res = in_child("run", data, work / f"run_{fmt}_{size}", fmt, args.memory_limit)
             flo = in_child("floor", data, work / f"floor_{fmt}_{size}", fmt, args.memory_limit)
-            wall = float(res["wall"])  # type: ignore[arg-type]
+            run_ws = work / f"run_{fmt}_{size}" / "ws"
+            led = in_child("ledger", run_ws, work / f"floor_{fmt}_{size}", fmt, args.memory_limit)
+            wall, floor_wall = float(res["wall"]), float(flo["wall"])  # type: ignore[arg-type]
+            ledger_wall = float(led["wall"])  # type: ignore[arg-type]
             per_row[(fmt, size)] = wall / size
             print(
-                f"{fmt:8} {size:>10,} {wall:>8.1f} {size / wall:>10,.0f} {float(flo['wall']):>8.1f} "  # type: ignore[arg-type]
-                f"{wall / float(flo['wall']):>9.2f} {float(res['peak_rss_mb']):>8.0f}"  # type: ignore[arg-type]
+                f"{fmt:8} {size:>10,} {wall:>8.1f} {size / wall:>10,.0f} {floor_wall:>8.1f} "
+                f"{wall / floor_wall:>9.2f} {float(res['peak_rss_mb']):>8.0f}"  # type: ignore[arg-type]
+                f" {ledger_wall:>9.1f} {ledger_wall / floor_wall:>12.2f}"
             )
+            written = ", ".join(
+                f"{t} {n:,} rows {secs:.1f} s"
+                for t, (n, secs) in led["tables"].items()  # type: ignore[attr-defined]
+                if n >= 1000
+            )
+            print(f"{'':10}ledger rows alone: {written}")
             for name, (secs, rss) in res["stages"].items():  # type: ignore[attr-defined]
                 rate = f"{size / secs:>12,.0f} rows/s" if secs > 0 else ""
                 print(f"{'':10}{name:24} {secs:7.1f} s {rate}  peak so far {rss:,.0f} MB")

@@ -52,12 +52,20 @@ class TimedConnection:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("data", type=Path)
     ap.add_argument("--format", default="parquet", choices=["csv", "parquet"])
-    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "profile_ws")
+    ap.add_argument(
+        "--work", type=Path, default=Path(__file__).resolve().parent / "out" / "profile_ws"
+    )
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--memory-limit", default=None, help="DuckDB memory_limit for this run (default: twopay.toml's)")
+    ap.add_argument(
+        "--memory-limit",
+        default=None,
+        help="DuckDB memory_limit for this run (default: twopay.toml's)",
+    )
     args = ap.parse_args()
     log: list[tuple[float, str, str]] = []
     connect = wsmod.Workspace.connect
@@ -68,7 +76,11 @@ def main() -> None:
     if args.memory_limit:
         cfg = args.work / "twopay.toml"
         cfg.write_text(
-            re.sub(r'(?m)^memory_limit = "[^"]*"', f'memory_limit = "{args.memory_limit}"', cfg.read_text())
+            re.sub(
+                r'(?m)^memory_limit = "[^"]*"',
+                f'memory_limit = "{args.memory_limit}"',
+                cfg.read_text(),
+            )
         )
     ext = args.format
     units = args.data / f"units.{ext}"
