@@ -265,21 +265,15 @@ def check(
         if schemes
         else "NULL::VARCHAR"
     )
-    passing = [
-        f"""SELECT row_batch_id, row_key, settlement_id, {sql_literal(s)} AS scheme, person_key,
-               member_id, unit_code, service_date, admission_date, visit_type, total_cost,
-               self_pay_1, self_pay_2, out_of_pocket, match
-        FROM member_checks WHERE stage_{k} = 4"""
-        for k, s in enumerate(schemes)
-    ]
-    con.execute(
-        "CREATE OR REPLACE TEMP VIEW eligible_lines AS "
-        + (
-            " UNION ALL ".join(passing)
-            if passing
-            else "SELECT * EXCLUDE (scheme), NULL::VARCHAR AS scheme FROM member_checks WHERE false"
-        )
+    line = (
+        "SELECT row_batch_id, row_key, settlement_id, {scheme} AS scheme, person_key, member_id, "
+        "unit_code, service_date, admission_date, visit_type, total_cost, self_pay_1, "
+        "self_pay_2, out_of_pocket, match FROM member_checks WHERE {passes}"
     )
+    passing = [
+        line.format(scheme=sql_literal(s), passes=f"stage_{k} = 4") for k, s in enumerate(schemes)
+    ] or [line.format(scheme="NULL::VARCHAR", passes="false")]
+    con.execute("CREATE OR REPLACE TEMP VIEW eligible_lines AS " + " UNION ALL ".join(passing))
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE decisions AS
