@@ -206,15 +206,17 @@ FROM amounts
 
 def step_sql(d: DuckDBDialect = DIALECT) -> str:
     """Pre-cap amounts and their uncapped running sums; flags where a cap binds.
-    The windows run over the few columns they need, joined back by rowid
-    (sorting every column of the lines costs twice as much)."""
+    A narrow table keyed by adj_prepared's rowid: the window sorts only the
+    few columns it needs, and the wide columns are joined once, in adj_result
+    (a wide copy of every line here cost as much as the window itself)."""
     money = d.money_fn
     return f"""
 CREATE OR REPLACE TEMP TABLE adj_steps AS
 WITH asked AS (
     SELECT
-        rowid AS rid, person_key, scheme, plan_year, visit_type, rn,
-        open_paid_type, open_paid_total, open_days,
+        rowid AS rid, person_key, scheme, plan_year, visit_type, rn, kind,
+        open_paid_type, open_paid_total, open_days, days_asked,
+        type_cap, scheme_cap, max_days,
         CASE kind WHEN 'normal'
             THEN least(computed, coalesce(per_episode_cap, computed))
             ELSE -orig_ratio_part END AS d_ratio,
@@ -225,7 +227,7 @@ WITH asked AS (
 ),
 running AS (
     SELECT
-        rid, d_ratio, d_days, d_allowance,
+        *,
         open_paid_type + coalesce({own_type_sum("visit_type", "d_ratio", "lines_before")}, 0)
             AS paid_type_before,
         open_paid_total + coalesce(sum(d_ratio + d_allowance) OVER lines_before, 0)
@@ -237,17 +239,29 @@ running AS (
         ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 )
 SELECT
-    p.*, r.d_ratio, r.d_days, r.d_allowance,
-    r.paid_type_before, r.paid_total_before, r.days_before,
+    rid, d_ratio, d_days, d_allowance, paid_type_before, paid_total_before, days_before,
     -- a cap binds on this line when the uncapped running sums would cross it
     -- (checked with uncapped sums; exact as long as none bound before)
-    p.kind = 'normal' AND (
-        r.paid_type_before + r.d_ratio > p.type_cap
-        OR r.paid_total_before + r.d_ratio + r.d_allowance > p.scheme_cap
-        OR (p.days_asked > 0 AND r.days_before + p.days_asked > p.max_days)
+    kind = 'normal' AND (
+        paid_type_before + d_ratio > type_cap
+        OR paid_total_before + d_ratio + d_allowance > scheme_cap
+        OR (days_asked > 0 AND days_before + days_asked > max_days)
     ) AS binds
-FROM adj_prepared AS p
-JOIN running AS r ON p.rowid = r.rid
+FROM running
+"""
+
+
+def residue_sql() -> str:
+    """The lines of the groups where some cap binds, with every column the walk
+    reads (the residue: small, so the wide join is cheap here)."""
+    return """
+CREATE OR REPLACE TEMP TABLE adj_residue AS
+SELECT p.*, s.* EXCLUDE (rid)
+FROM adj_prepared AS p JOIN adj_steps AS s ON p.rowid = s.rid
+WHERE (p.person_key, p.scheme, p.plan_year) IN (
+    SELECT (b.person_key, b.scheme, b.plan_year)
+    FROM adj_prepared AS b JOIN adj_steps AS t ON b.rowid = t.rid
+    WHERE t.binds)
 """
 
 
@@ -256,11 +270,7 @@ def walk_sql(d: DuckDBDialect = DIALECT) -> str:
     money = d.money_fn
     return f"""
 CREATE OR REPLACE TEMP TABLE adj_walked AS
-{d.recursive_with()} residue AS (
-    SELECT * FROM adj_steps
-    WHERE (person_key, scheme, plan_year) IN (
-        SELECT (person_key, scheme, plan_year) FROM adj_steps WHERE binds)
-),
+{d.recursive_with()} residue AS (SELECT * FROM adj_residue),
 walk(person_key, scheme, plan_year, rn, line_key,
      paid_out, paid_in, paid_total, days,
      ratio_part, allowance, allowance_days,
@@ -314,15 +324,16 @@ def result_sql(d: DuckDBDialect = DIALECT) -> str:
 CREATE OR REPLACE TEMP TABLE adj_result AS
 WITH merged AS (
     SELECT
-        s.*,
+        p.*,
         coalesce(w.ratio_part, s.d_ratio) AS ratio_part,
         coalesce(w.allowance, s.d_allowance) AS allowance_amt,
         coalesce(w.allowance_days, s.d_days) AS allowance_days_n,
         coalesce(w.paid_type_before, s.paid_type_before) AS paid_type_b,
         coalesce(w.paid_total_before, s.paid_total_before) AS paid_total_b,
         coalesce(w.days_before, s.days_before) AS days_b
-    FROM adj_steps AS s
-    LEFT JOIN adj_walked AS w USING (line_key)
+    FROM adj_prepared AS p
+    JOIN adj_steps AS s ON p.rowid = s.rid
+    LEFT JOIN adj_walked AS w ON w.line_key = p.line_key
 )
 SELECT
     line_key,
@@ -360,6 +371,7 @@ def all_sql(rules: RuleSet, d: DuckDBDialect = DIALECT) -> list[tuple[str, str]]
     return [
         ("adj_prepared", prepared_sql(rules, d)),
         ("adj_steps", step_sql(d)),
+        ("adj_residue", residue_sql()),
         ("adj_walked", walk_sql(d)),
         ("adj_result", result_sql(d)),
     ]

@@ -65,7 +65,11 @@ def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
         for r in param_rows(rules)
     ]
     if rows:
-        con.executemany("INSERT INTO adj_params VALUES (" + ", ".join(["?"] * 14) + ")", rows)
+        one = "(" + ", ".join(["?"] * 14) + ")"
+        con.execute(
+            "INSERT INTO adj_params VALUES " + ", ".join([one] * len(rows)),
+            [value for row in rows for value in row],
+        )
 
 
 def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
@@ -74,9 +78,10 @@ def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     con.execute(LINES_DDL)
     con.execute(OPENING_DDL)
     load_params(con, rules)
-    # each step's input is freed as soon as the next has read it (a month of
-    # millions of lines would otherwise hold three wide copies at once)
-    done_with = {"adj_steps": ("adj_prepared",), "adj_result": ("adj_steps", "adj_walked")}
+    # the steps' tables are freed once adj_result has read them: adj_prepared
+    # is the one wide copy of the lines; adj_steps and adj_residue are narrow
+    # or small
+    done_with = {"adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walked")}
     for name, sql in all_sql(rules):
         con.execute(sql)
         for table in done_with.get(name, ()):
