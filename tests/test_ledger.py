@@ -284,7 +284,7 @@ def test_a_second_run_while_one_is_running_gets_exit_5(ws: Path, tmp_path: Path)
     r = roster(tmp_path / "roster.csv")
     s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
     first = run_process(
-        ws, "2024-01", s, r, {"TWOPAY_FAULT_AT": "sleep:adjudicate", "TWOPAY_FAULT_SLEEP": "4"}
+        ws, "2024-01", s, r, {"TWOPAY_FAULT_AT": "sleep:adjudicate", "TWOPAY_FAULT_SLEEP": "8"}
     )
     deadline = time.time() + 30
     while not (ws / "twopay.lock").exists() and time.time() < deadline:
