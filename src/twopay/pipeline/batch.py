@@ -139,6 +139,10 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             summary["finished_at"] = finished.isoformat()
             say("committing")
             stage.commit(fingerprint, inputs, started, finished, summary)
+            # the batch is in the ledger now: its working tables (GBs at a
+            # Beijing-sized month, partly spilled) would only crowd the report
+            # queries, which read the ledger
+            _drop_temporaries(con)
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
             return RunResult(batch_id, opts.period, summary, out_dir)
@@ -1077,6 +1081,15 @@ def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
     need, so it stays within DuckDB's memory_limit instead of spilling."""
     for table in tables:
         con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
+    for (view,) in _q(con, "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"):
+        con.execute(f'DROP VIEW IF EXISTS "{view}"')
+    _drop(
+        con,
+        *(f'"{t}"' for (t,) in _q(con, "SELECT table_name FROM duckdb_tables() WHERE temporary")),
+    )
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
