@@ -737,21 +737,21 @@ class _Batch:
             """,
             [self.prior_arg],
         )
-        adjudicate(con, self.rules)
+        adjudicate(con, self.rules, keep_lines=False)
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_lines AS
-            SELECT {self.batch_id} AS batch_id, n.line_key, x.row_batch_id, x.row_key,
-                n.settlement_id, n.scheme, r.rule_version, n.kind, x.reverses_line,
-                n.person_key, x.member_id, x.unit_code, n.plan_year, n.visit_type,
-                n.service_date, x.match, r.base_amount, r.deductible_applied, r.computed,
+            SELECT {self.batch_id} AS batch_id, r.line_key, x.row_batch_id, x.row_key,
+                r.settlement_id, r.scheme, r.rule_version, r.kind, x.reverses_line,
+                r.person_key, x.member_id, x.unit_code, r.plan_year, r.visit_type,
+                r.service_date, x.match, r.base_amount, r.deductible_applied, r.computed,
                 r.ratio_part, r.allowance, r.allowance_days, r.payout, r.status, r.note,
                 r.base_ytd_before, r.base_ytd_after, r.paid_type_before, r.paid_type_after,
                 r.paid_total_before, r.paid_total_after, r.days_before, r.days_after
-            FROM adj_lines n JOIN line_extra x USING (line_key) JOIN adj_result r USING (line_key)
+            FROM adj_result r JOIN line_extra x USING (line_key)
             """
         )
-        _drop(con, "line_extra", "adj_result", "adj_lines")
+        _drop(con, "line_extra", "adj_result")
 
     # -- payments (spec 7) -------------------------------------------------
 

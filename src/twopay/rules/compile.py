@@ -337,6 +337,9 @@ WITH merged AS (
 )
 SELECT
     line_key,
+    -- the line's own columns the caller reports, passed through so that it
+    -- need not keep adj_lines beside adj_prepared's copy of it
+    settlement_id, scheme, kind, person_key, plan_year, visit_type, service_date,
     CASE kind WHEN 'normal' THEN version_label ELSE orig_rule_version END AS rule_version,
     {money}(d_base) AS base_amount,
     {money}(deductible_applied) AS deductible_applied,

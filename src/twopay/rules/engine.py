@@ -10,7 +10,9 @@ Contract (tables on the given connection):
   base_inpatient, paid_outpatient, paid_inpatient, paid_total, allowance_days):
   the accumulators of earlier batches.
 
-Writes ``adj_result`` with one row per line (see compile.result_sql).
+Writes ``adj_result`` with one row per line (see compile.result_sql). With
+``keep_lines=False`` adj_lines is dropped as soon as adj_prepared holds its
+copy (adj_result passes through the line columns a caller reports).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
         )
 
 
-def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
+def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet, *, keep_lines: bool = True) -> None:
     for stmt in DIALECT.setup_sql():
         con.execute(stmt)
     con.execute(LINES_DDL)
@@ -81,7 +83,10 @@ def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     # the steps' tables are freed once adj_result has read them: adj_prepared
     # is the one wide copy of the lines; adj_steps and adj_residue are narrow
     # or small
-    done_with = {"adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walked")}
+    done_with = {
+        "adj_prepared": () if keep_lines else ("adj_lines",),
+        "adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walked"),
+    }
     for name, sql in all_sql(rules):
         con.execute(sql)
         for table in done_with.get(name, ()):
