@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from oracle import closing_balances, oracle_adjudicate
+from twopay.ledger.tables import drop_temporaries, insert_rows
 from twopay.rules.engine import adjudicate
 from twopay.rules.loader import LoadedVersion, RuleSet
 from twopay.rules.models import RuleVersion
@@ -127,17 +128,6 @@ CONTRACT_DDL = (
 )
 
 
-def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
-    """One INSERT of every row, as parameters (executemany costs ~1 ms a row,
-    most of an example's time)."""
-    if rows:
-        one = f"({', '.join('?' * len(rows[0]))})"
-        con.execute(
-            f"INSERT INTO {table} VALUES {', '.join([one] * len(rows))}",
-            [v for row in rows for v in row],
-        )
-
-
 @functools.cache
 def _connection() -> duckdb.DuckDBPyConnection:
     # one in-memory database for every example: a new connection costs ~30 ms,
@@ -156,9 +146,7 @@ def engine_adjudicate(rules: RuleSet, lines: list[dict], opening: list[dict]) ->
         adjudicate(con, rules)
         rows = con.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM adj_result").fetchall()
     finally:
-        left = con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-        for (table,) in left:
-            con.execute(f'DROP TABLE "{table}"')
+        drop_temporaries(con)
     return {row[0]: dict(zip(RESULT_COLUMNS, row, strict=True)) for row in rows}
 
 

@@ -89,9 +89,9 @@ WHERE kind = 'normal' AND NOT EXISTS (
 
 KEEP_RESULT_SQL = """
 INSERT INTO sim_lines
-SELECT $batch, r.line_key, a.person_key, a.scheme, a.plan_year, a.visit_type, r.rule_version,
-       r.base_amount, r.ratio_part, r.allowance, r.allowance_days, r.payout, r.status
-FROM adj_result AS r JOIN adj_lines AS a USING (line_key)
+SELECT $batch, line_key, person_key, scheme, plan_year, visit_type, rule_version,
+       base_amount, ratio_part, allowance, allowance_days, payout, status
+FROM adj_result
 """
 
 # Actual beside simulated, one row per line of the year.

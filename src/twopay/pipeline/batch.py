@@ -34,6 +34,7 @@ from twopay.identity.match import (
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
 from twopay.ledger.schema import batch_tables
+from twopay.ledger.tables import drop_temporaries
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
 from twopay.reports.render import render_batch_reports
@@ -142,7 +143,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             # the batch is in the ledger now: its working tables (GBs at a
             # Beijing-sized month, partly spilled) would only crowd the report
             # queries, which read the ledger
-            _drop_temporaries(con)
+            drop_temporaries(con)
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
             return RunResult(batch_id, opts.period, summary, out_dir)
@@ -737,7 +738,7 @@ class _Batch:
             """,
             [self.prior_arg],
         )
-        adjudicate(con, self.rules, keep_lines=False)
+        adjudicate(con, self.rules)
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_lines AS
@@ -1081,15 +1082,6 @@ def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
     need, so it stays within DuckDB's memory_limit instead of spilling."""
     for table in tables:
         con.execute(f"DROP TABLE IF EXISTS {table}")
-
-
-def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
-    for (view,) in _q(con, "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"):
-        con.execute(f'DROP VIEW IF EXISTS "{view}"')
-    _drop(
-        con,
-        *(f'"{t}"' for (t,) in _q(con, "SELECT table_name FROM duckdb_tables() WHERE temporary")),
-    )
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -10,6 +10,7 @@ import duckdb
 from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
 from twopay.io.readers import sql_literal
+from twopay.ledger.tables import insert_rows
 from twopay.rules.loader import RuleSet
 
 # What the stages need from a person's records in time order (spec 2.1, 5):
@@ -61,8 +62,9 @@ CREATE OR REPLACE TEMP TABLE scheme_versions (
 
 def _load_schemes(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     con.execute(SCHEME_DDL)
-    con.executemany(
-        "INSERT INTO scheme_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    insert_rows(
+        con,
+        "scheme_versions",
         [
             (
                 v.rule.scheme,

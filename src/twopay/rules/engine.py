@@ -10,15 +10,16 @@ Contract (tables on the given connection):
   base_inpatient, paid_outpatient, paid_inpatient, paid_total, allowance_days):
   the accumulators of earlier batches.
 
-Writes ``adj_result`` with one row per line (see compile.result_sql). With
-``keep_lines=False`` adj_lines is dropped as soon as adj_prepared holds its
-copy (adj_result passes through the line columns a caller reports).
+Writes ``adj_result`` with one row per line (see compile.result_sql), the
+line's own columns passed through. adj_lines is consumed: it is dropped as
+soon as adj_prepared holds its copy.
 """
 
 from __future__ import annotations
 
 import duckdb
 
+from twopay.ledger.tables import insert_rows
 from twopay.rules.compile import PARAMS_DDL, all_sql, param_rows
 from twopay.rules.dialect import DIALECT
 from twopay.rules.loader import RuleSet
@@ -66,25 +67,19 @@ def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
         )
         for r in param_rows(rules)
     ]
-    if rows:
-        one = "(" + ", ".join(["?"] * 14) + ")"
-        con.execute(
-            "INSERT INTO adj_params VALUES " + ", ".join([one] * len(rows)),
-            [value for row in rows for value in row],
-        )
+    insert_rows(con, "adj_params", rows)
 
 
-def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet, *, keep_lines: bool = True) -> None:
+def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     for stmt in DIALECT.setup_sql():
         con.execute(stmt)
     con.execute(LINES_DDL)
     con.execute(OPENING_DDL)
     load_params(con, rules)
-    # the steps' tables are freed once adj_result has read them: adj_prepared
-    # is the one wide copy of the lines; adj_steps and adj_residue are narrow
-    # or small
+    # adj_prepared is the one wide copy of the lines (adj_lines goes once it
+    # is made); the steps' tables go once adj_result has read them
     done_with = {
-        "adj_prepared": () if keep_lines else ("adj_lines",),
+        "adj_prepared": ("adj_lines",),
         "adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walked"),
     }
     for name, sql in all_sql(rules):
