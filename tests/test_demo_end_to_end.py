@@ -115,3 +115,48 @@ def test_review_and_rejection_codes(demo: Path) -> None:
         "no_coverage",
         "bj-inservice: category retired not covered; wh-hospital: outpatient not covered",
     )
+
+
+ELIGIBILITY_CODES = (
+    "membership_inactive",
+    "unit_dues_unpaid",
+    "no_coverage",
+    "waiting_period",
+    "no_rule_version",
+)
+
+
+def test_eligibility_is_kept_for_the_identified_rows_alone(demo: Path) -> None:
+    """The checks (spec 5) of exactly the rows identity accepted: every paid or
+    eligibility-rejected row has them, and a held or identity-rejected row
+    neither has them nor is put on a member."""
+    import duckdb
+
+    con = duckdb.connect(str(demo / "twopay.duckdb"), read_only=True)
+    try:
+        checked = set(
+            con.execute(
+                "SELECT batch_id, row_batch_id, row_key FROM eligibility_members"
+            ).fetchall()
+        )
+        decided = set(
+            con.execute(
+                "SELECT batch_id, row_batch_id, row_key FROM outcomes "
+                "WHERE (outcome = 'adjudicated' AND code IS NULL) OR code IN ?",
+                [list(ELIGIBILITY_CODES)],
+            ).fetchall()
+        )
+        unidentified = con.execute(
+            "SELECT outcome, code, member_id FROM outcomes "
+            "WHERE outcome = 'held' OR code IN ('name_mismatch', 'not_a_member', "
+            "'invalid_id_number')"
+        ).fetchall()
+        rejected_by_checks = con.execute(
+            "SELECT count(*) FROM outcomes WHERE code IN ?", [list(ELIGIBILITY_CODES)]
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    assert rejected_by_checks > 0 and len(checked) > rejected_by_checks
+    assert checked == decided
+    assert {o for o, _c, _m in unidentified} == {"held", "rejected"}
+    assert all(member is None for _o, _c, member in unidentified)

@@ -166,7 +166,12 @@ def check(
     """From ``identified2`` write ``member_checks`` (one per identified row,
     with each scheme's checks as columns: scheme_columns), ``decisions`` (one
     per row) and the view ``eligible_lines`` (one per row and scheme that
-    passes; read once)."""
+    passes; read once).
+
+    member_checks first holds every row of identified2 with what decisions
+    reads of it, so that decisions is one scan of it rather than a second
+    join of millions of wide rows; then the rows that were not identified
+    are deleted, and the adjudication drops the columns it no longer needs."""
     _load_schemes(con, rules)
     schemes = _schemes(rules)
     units = (
@@ -230,28 +235,28 @@ def check(
                               THEN v.effective_from END DESC,
                          v.effective_from, v.version) = 1
         ),
-        -- what the checks, the lines and the ledger read; the identity
-        -- evidence stays in identified2, read once by decisions
+        -- what the checks, the lines, the ledger and decisions read; the
+        -- roster record only for an identified row (a held row's record_key
+        -- names its candidate, who is not checked)
         m AS (
-            SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, candidate_member_id,
-                                evidence, id_detail, override_decision, carried, id_outcome,
-                                id_member, id_record),
+            SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, override_decision),
+                   coalesce({identified}, false) AS identified,
                    r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
                    coalesce(rt.run_start, r.valid_from) AS run_start,
                    r.valid_from <= i.service_date
                        AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
                    u.unit_code IS NOT NULL AS unit_known, u.dues_paid_through
             FROM identified2 i
-            LEFT JOIN roster r USING (record_key)
-            LEFT JOIN roster_time rt USING (record_key)
+            LEFT JOIN roster r ON r.record_key = i.record_key AND {identified}
+            LEFT JOIN roster_time rt ON rt.record_key = r.record_key
             LEFT JOIN u ON u.unit_code = r.unit_code
-            WHERE {identified}
         ),
-        -- the rows that reach the schemes: an active member, and (with a
-        -- units file) a known unit whose dues cover the date
+        -- the rows that reach the schemes: an identified, active member, and
+        -- (with a units file) a known unit whose dues cover the date
         c AS (
-            SELECT *, member_active AND (NOT {has_u} OR
-                       (unit_known AND dues_paid_through >= service_date)) AS checked
+            SELECT *, CASE WHEN identified THEN member_active AND (NOT {has_u} OR
+                       (unit_known AND dues_paid_through >= service_date)) ELSE false END
+                       AS checked
             FROM m
         )
         SELECT c.* EXCLUDE (checked){cols}
@@ -282,7 +287,7 @@ def check(
         -- the furthest stage a row reaches over the schemes and, for rows no
         -- scheme passes, every scheme's reason in scheme order: read across
         -- the row's own columns, no grouping
-        WITH best AS (
+        WITH i AS (
             SELECT *, {best} AS stage,
                    CASE WHEN {best} < 4 THEN {reasons} END AS why_not
             FROM member_checks
@@ -291,47 +296,48 @@ def check(
             CASE
                 WHEN i.id_outcome IN ('probable_id_typo', 'probable_name_typo') THEN 'held'
                 WHEN i.id_outcome NOT IN ('exact', 'homophone', 'override') THEN 'rejected'
-                WHEN NOT m.member_active THEN 'rejected'
-                WHEN m.member_active AND {has_units} AND (NOT m.unit_known
-                     OR m.dues_paid_through < m.service_date) THEN 'rejected'
-                WHEN m.stage = 4 THEN 'adjudicated'
+                WHEN NOT i.member_active THEN 'rejected'
+                WHEN i.member_active AND {has_units} AND (NOT i.unit_known
+                     OR i.dues_paid_through < i.service_date) THEN 'rejected'
+                WHEN i.stage = 4 THEN 'adjudicated'
                 ELSE 'rejected'
             END AS outcome,
             CASE
                 WHEN i.id_outcome NOT IN ('exact', 'homophone', 'override') THEN i.id_outcome
-                WHEN NOT m.member_active THEN 'membership_inactive'
-                WHEN {has_units} AND (NOT m.unit_known OR m.dues_paid_through < m.service_date)
+                WHEN NOT i.member_active THEN 'membership_inactive'
+                WHEN {has_units} AND (NOT i.unit_known OR i.dues_paid_through < i.service_date)
                     THEN 'unit_dues_unpaid'
-                WHEN m.stage = 4 THEN NULL
-                WHEN m.stage = 3 THEN 'no_rule_version'
-                WHEN m.stage = 2 THEN 'waiting_period'
+                WHEN i.stage = 4 THEN NULL
+                WHEN i.stage = 3 THEN 'no_rule_version'
+                WHEN i.stage = 2 THEN 'waiting_period'
                 ELSE 'no_coverage'
             END AS code,
             CASE
                 WHEN i.id_outcome NOT IN ('exact', 'homophone', 'override') THEN i.id_detail
-                WHEN NOT m.member_active
-                    THEN 'member ' || m.member_id || ' record valid ' || m.valid_from::VARCHAR
-                         || ' to ' || coalesce(m.valid_to::VARCHAR, 'open') || '; service date '
+                WHEN NOT i.member_active
+                    THEN 'member ' || i.member_id || ' record valid ' || i.valid_from::VARCHAR
+                         || ' to ' || coalesce(i.valid_to::VARCHAR, 'open') || '; service date '
                          || i.service_date::VARCHAR
-                WHEN {has_units} AND NOT m.unit_known
-                    THEN 'unit ' || m.unit_code || ' is not in the units file'
-                WHEN {has_units} AND m.dues_paid_through < m.service_date
-                    THEN 'unit ' || m.unit_code || ' dues paid through '
-                         || m.dues_paid_through::VARCHAR || '; service date '
+                WHEN {has_units} AND NOT i.unit_known
+                    THEN 'unit ' || i.unit_code || ' is not in the units file'
+                WHEN {has_units} AND i.dues_paid_through < i.service_date
+                    THEN 'unit ' || i.unit_code || ' dues paid through '
+                         || i.dues_paid_through::VARCHAR || '; service date '
                          || i.service_date::VARCHAR
-                WHEN m.stage = 4 THEN NULL
-                ELSE coalesce(m.why_not, 'no scheme in the rules')
+                WHEN i.stage = 4 THEN NULL
+                ELSE coalesce(i.why_not, 'no scheme in the rules')
             END AS detail,
-            i.person_key, m.member_id, m.unit_code, i.match, i.candidate_member_id,
+            i.person_key, i.member_id, i.unit_code, i.match, i.candidate_member_id,
             -- NULL for a plain exact match: spelled out from id_member and
             -- id_record (identity.match.exact_evidence_sql) as it goes to the ledger
             i.evidence AS identity, i.id_member, i.id_record,
             -- the checks themselves are kept flat (eligibility_members and
             -- eligibility_schemes in the ledger); v_eligibility assembles them
             NULL::VARCHAR AS eligibility
-        FROM identified2 i
-        LEFT JOIN best m USING (row_batch_id, row_key)
+        FROM i
         """.replace("{has_units}", has_u)
         .replace("{reasons}", reasons)
         .replace("{best}", best)
     )
+    con.execute("DELETE FROM member_checks WHERE NOT identified")
+    con.execute("ALTER TABLE member_checks DROP COLUMN identified")
