@@ -268,7 +268,9 @@ class _Batch:
             con.execute("DROP VIEW ovr_in")
             drop_loaded(con, "ovr_in0")
             bad = _q(
-                con, "SELECT line_number, q_detail FROM ovr_typed WHERE q_code IS NOT NULL LIMIT 1"
+                con,
+                "SELECT line_number, q_detail FROM ovr_typed WHERE q_code IS NOT NULL "
+                "ORDER BY line_number LIMIT 1",
             )
             if bad:
                 raise UsageError(
@@ -539,7 +541,7 @@ class _Batch:
             WHERE o.decision = 'accept'
               AND o.settlement_id IN (SELECT settlement_id FROM work)
               AND (o.member_id IS NULL OR o.member_id NOT IN (SELECT member_id FROM roster))
-            LIMIT 1
+            ORDER BY o.line_number LIMIT 1
             """,
         )
         if unknown:
@@ -588,8 +590,17 @@ class _Batch:
                          || coalesce(': ' || o.note, '') || ' (was: '
                          || coalesce(i.detail, {exact_detail_sql("i.roster_member")}) || ')'
                     ELSE i.detail END AS id_detail,
-                -- NULL for a plain exact match: spelled out as it goes to the ledger (batch_outcomes)
-                i.evidence, i.roster_member AS id_member, i.record_key AS id_record,
+                -- a review decision is evidence too: who decided what, and what the
+                -- identity rules had found; NULL for a plain exact match, spelled
+                -- out as it goes to the ledger (batch_outcomes)
+                CASE WHEN o.decision IS NOT NULL THEN json_object(
+                    'rule', '3.5', 'outcome', 'override', 'decision', o.decision,
+                    'member_id', o.member_id, 'record_key', m.record_key,
+                    'decided_by', o.decided_by, 'note', o.note,
+                    'was', json(coalesce(
+                        i.evidence, {exact_evidence_sql("i.roster_member", "i.record_key")}))
+                )::VARCHAR ELSE i.evidence END AS evidence,
+                i.roster_member AS id_member, i.record_key AS id_record,
                 o.decision AS override_decision
             FROM work w
             JOIN id_result i ON i.row_key = w.wid

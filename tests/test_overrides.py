@@ -1,0 +1,132 @@
+"""Review decisions in overrides.csv (spec 2, 3 rule 5): a held row is decided
+in the first later run after an override names it; an override for a row of
+the batch itself wins over the identity rules. Real CLI, real files, on the
+shipped sample data (sample_data/README.md explains each held row)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from helpers import cli, init_workspace
+from twopay.demo import sample_dir
+
+DATA = sample_dir()
+HEADER = "settlement_id,decision,member_id,note,decided_by\n"
+
+
+def run(ws: Path, period: str) -> tuple[int, str]:
+    done = cli(
+        "run", "--workspace", ws, "--period", period,
+        "--settlements", DATA / f"settlements_{period}.csv", "--roster", DATA / "roster.csv",
+        "--units", DATA / "units.csv", "--enrollments", DATA / "enrollments.csv",
+    )  # fmt: skip
+    return done.exit_code, done.output
+
+
+def rows(ws: Path, period: str, name: str) -> list[dict[str, str]]:
+    with (ws / "reports" / period / f"{name}.csv").open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture()
+def january(tmp_path: Path) -> Path:
+    ws = init_workspace(tmp_path / "ws")
+    code, out = run(ws, "2024-01")
+    assert code == 0, out
+    held = {r["settlement_id"]: r for r in rows(ws, "2024-01", "review")}
+    assert held["JS240100104"]["candidate_member_id"] == "M00000263"
+    return ws
+
+
+def test_an_accepted_held_row_is_paid_in_the_next_run(january: Path) -> None:
+    ws = january
+    (ws / "overrides.csv").write_text(
+        HEADER + "JS240100104,accept,M00000263,same person; card checked,王审核\n",
+        encoding="utf-8",
+    )
+    code, out = run(ws, "2024-02")
+    assert code == 0, out
+    lines = [r for r in rows(ws, "2024-02", "payout_lines") if r["settlement_id"] == "JS240100104"]
+    assert lines and all(r["match"] == "override" and r["member_id"] == "M00000263" for r in lines)
+    assert "JS240100104" not in {r["settlement_id"] for r in rows(ws, "2024-02", "review")}
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        decided = con.execute(
+            "SELECT batch_id, row_batch_id, carried, outcome, member_id, identity FROM outcomes "
+            "WHERE settlement_id = 'JS240100104' ORDER BY batch_id"
+        ).fetchall()
+    finally:
+        con.close()
+    # held in batch 1; decided in batch 2 as a carried row of batch 1
+    assert [d[:5] for d in decided] == [
+        (1, 1, False, "held", None),
+        (2, 1, True, "adjudicated", "M00000263"),
+    ]
+    # the review decision is kept with what the identity rules had found
+    evidence = json.loads(decided[1][5])
+    assert {k: evidence[k] for k in ("rule", "outcome", "decision", "member_id", "decided_by")} == {
+        "rule": "3.5",
+        "outcome": "override",
+        "decision": "accept",
+        "member_id": "M00000263",
+        "decided_by": "王审核",
+    }
+    assert evidence["note"] == "same person; card checked"
+    assert evidence["was"]["outcome"] == "probable_id_typo"
+    assert evidence["was"]["candidate_members"] == "M00000263"
+    why = cli("why", "--workspace", ws, "JS240100104")
+    assert why.exit_code == 0 and "王审核" in why.output and "Traceback" not in why.output
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text())
+    assert summary["balance"]["balanced"] is True
+    assert summary["balance"]["rows_in"] == 188  # carried rows are not this batch's input
+
+
+def test_a_rejected_held_row_leaves_the_review_with_a_reason(january: Path) -> None:
+    ws = january
+    (ws / "overrides.csv").write_text(HEADER + "JS240100104,reject,,not our member,李\n")
+    code, out = run(ws, "2024-02")
+    assert code == 0, out
+    rejected = {r["settlement_id"]: r for r in rows(ws, "2024-02", "rejections")}
+    assert "JS240100104" in rejected
+    assert "review decision reject by 李: not our member" in rejected["JS240100104"]["detail"]
+    assert "JS240100104" not in {r["settlement_id"] for r in rows(ws, "2024-02", "review")}
+    assert "JS240100104" not in {r["settlement_id"] for r in rows(ws, "2024-02", "payout_lines")}
+
+
+def test_an_override_for_a_row_of_the_batch_wins_over_the_identity_rules(tmp_path: Path) -> None:
+    """JS240100104 would be held (spec 3 rule 4); accepted up front, it is paid at once."""
+    ws = init_workspace(tmp_path / "ws")
+    (ws / "overrides.csv").write_text(HEADER + "JS240100104,accept,M00000263,,\n")
+    code, out = run(ws, "2024-01")
+    assert code == 0, out
+    paid = [r for r in rows(ws, "2024-01", "payout_lines") if r["settlement_id"] == "JS240100104"]
+    assert paid and {r["match"] for r in paid} == {"override"}
+    assert "JS240100104" not in {r["settlement_id"] for r in rows(ws, "2024-01", "review")}
+
+
+def test_an_unusable_override_file_is_exit_2_naming_its_first_bad_line(january: Path) -> None:
+    ws = january
+    path = ws / "overrides.csv"
+    path.write_text(
+        HEADER
+        + "JS240100104,accept,M99999999,,\n"  # line 2: not in the roster
+        + "JS240200080,accept,M88888888,,\n"  # line 3: not in the roster either
+    )
+    code, out = run(ws, "2024-02")
+    assert code == 2
+    assert "overrides.csv: line 2:" in out and "M99999999" in out and "Traceback" not in out
+    path.write_text(HEADER + "JS240100104,accept,M00000263,,\nJS240200080,maybe,,,\n")
+    code, out = run(ws, "2024-02")
+    assert code == 2
+    assert "overrides.csv: line 3:" in out and "Traceback" not in out
+    # nothing of February was committed by either refusal
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM batches").fetchall() == [(1,)]
+    finally:
+        con.close()
