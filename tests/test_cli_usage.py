@@ -1,0 +1,107 @@
+"""What the CLI says to an analyst who asks it something, or gets something
+wrong (spec 8): one clear sentence naming the option, file or row, exit 2,
+no traceback, and nothing committed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, cli, init_workspace, person_id, write_csv
+
+SHIPPED_RULES = Path(__file__).resolve().parents[1] / "config" / "rules"
+
+
+def batches(ws: Path) -> int:
+    path = ws / "twopay.duckdb"
+    if not path.exists():
+        return 0
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM batches").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def inputs(tmp_path: Path, roster_rows: list[tuple[object, ...]]) -> tuple[Path, Path]:
+    roster = write_csv(tmp_path / "roster.csv", ROSTER_HEADER, roster_rows)
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "张伟", "outpatient", "2024-01-10", None, "3000", "2500", None)],
+    )
+    return roster, settlements
+
+
+def one_member(valid_from: str = "2020-01-01", valid_to: str | None = None) -> tuple[object, ...]:
+    return ("M1", "张伟", person_id(1), "6222000000000001", "U1", "在职", valid_from, valid_to)
+
+
+def test_rules_check_shows_every_version_and_when_it_is_in_force(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    shown = cli("rules", "check", "-w", ws, "--json")
+    assert shown.exit_code == 0, shown.output
+    versions = json.loads(shown.output)["versions"]
+    assert {v["file"] for v in versions} == {p.name for p in SHIPPED_RULES.glob("*.toml")}
+    for v in versions:
+        assert v["scheme"] and v["version"] and v["from"] <= (v["to"] if v["to"] != "open" else "9")
+    table = cli("rules", "check", "-w", ws)
+    assert table.exit_code == 0 and "valid" in table.output
+    assert all(v["scheme"][:8] in table.output for v in versions)
+
+
+def test_a_period_that_is_not_a_month_is_exit_2(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    for period in ("2024-13", "202401", "2024-1"):
+        done = cli("run", "-w", ws, "--period", period, "--settlements", settlements,
+                   "--roster", roster)  # fmt: skip
+        assert done.exit_code == 2, (period, done.output)
+        assert "--period" in done.output and "YYYY-MM" in done.output
+        assert "Traceback" not in done.output
+    assert batches(ws) == 0
+
+
+def test_a_missing_input_file_is_exit_2_naming_it(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    roster, _ = inputs(tmp_path, [one_member()])
+    missing = tmp_path / "no-such-month.csv"
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", missing, "--roster", roster)
+    assert done.exit_code == 2
+    assert "no-such-month.csv" in done.output and "Traceback" not in done.output
+    assert batches(ws) == 0
+
+
+def test_overlapping_records_of_one_person_are_exit_2_naming_both_lines(tmp_path: Path) -> None:
+    """Spec 2.1: a person's membership records must not overlap in time."""
+    ws = init_workspace(tmp_path / "ws")
+    other = ("M2", "王芳", person_id(2), "6222000000000002", "U1", "在职", "2020-01-01", None)
+    roster, settlements = inputs(
+        tmp_path,
+        [
+            one_member("2020-01-01", "2023-12-31"),  # line 2
+            other,  # line 3
+            ("M1b", "张伟", person_id(1), "6222000000000009", "U2", "在职", "2023-06-01", None),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+               "--roster", roster)  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "roster.csv" in done.output and "lines 2 and 4" in done.output
+    assert "overlap" in done.output and "Traceback" not in done.output
+    assert batches(ws) == 0
+    # the same records end to end are one person's membership, and the run goes through
+    roster, settlements = inputs(
+        tmp_path,
+        [
+            one_member("2020-01-01", "2023-05-31"),
+            other,
+            ("M1b", "张伟", person_id(1), "6222000000000009", "U2", "在职", "2023-06-01", None),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+               "--roster", roster)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert batches(ws) == 1
