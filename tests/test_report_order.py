@@ -47,18 +47,19 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnectio
     con.close()
 
 
-def read(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+def written(ledger: duckdb.DuckDBPyConnection, tmp_path: Path, report: str) -> list[dict[str, str]]:
+    """The rows of one report as write_csv writes it (all N of them)."""
+    query, order = report_queries("en", unmask=False)[report]
+    out = tmp_path / f"{report}.csv"
+    assert write_csv(ledger, query, order, out, 1) == N
+    with out.open(encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
 def test_payout_lines_come_out_in_settlement_order(
     ledger: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
-    query, order = report_queries("en", unmask=False)["payout_lines"]
-    out = tmp_path / "payout_lines.csv"
-    assert write_csv(ledger, query, order, out, 1) == N
-    rows = read(out)
+    rows = written(ledger, tmp_path, "payout_lines")
     keys = [(r["settlement_id"], r["scheme"]) for r in rows]
     assert keys == sorted(keys)
     # the ordering column is not written; the text is still neutralised
@@ -70,10 +71,7 @@ def test_payout_lines_come_out_in_settlement_order(
 def test_rejections_come_out_in_row_order(
     ledger: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
-    query, order = report_queries("en", unmask=False)["rejections"]
-    out = tmp_path / "rejections.csv"
-    assert write_csv(ledger, query, order, out, 1) == N
-    rows = read(out)
+    rows = written(ledger, tmp_path, "rejections")
     # row_key k belongs to the settlement written at position k of the input
     expected = {(i * 7919) % N: f"S{i}" for i in range(N)}
     assert [r["settlement_id"] for r in rows] == [expected[k] for k in range(N)]
