@@ -123,19 +123,23 @@ def report_queries(lang: str, unmask: bool) -> dict[str, tuple[str, str]]:
             """,
             "r._row_batch_id, r._row_key",
         ),
-        "quarantine": (
-            f"""
-            SELECT source_file, line_number, error_code, {mask_text("detail")} AS detail,
-                   {mask_text("raw")} AS raw, file_kind AS _file_kind
-            FROM quarantine WHERE batch_id = $batch
-            """,
-            QUARANTINE_ORDER,
-        ),
+        "quarantine": _quarantine_query("quarantine WHERE batch_id = $batch", unmask),
     }
 
 
-# settlements first, then the roster, units and enrollments, each by line
-QUARANTINE_ORDER = "r._file_kind DESC, r.source_file, r.line_number"
+def _quarantine_query(source: str, unmask: bool) -> tuple[str, str]:
+    """quarantine.csv from ``source`` (the ledger's rows of a batch, or a
+    refused run's q_rows): settlements first, then the roster, units and
+    enrollments, each by line."""
+    mask_text = (lambda c: c) if unmask else mask_text_sql
+    return (
+        f"""
+        SELECT source_file, line_number, error_code, {mask_text("detail")} AS detail,
+               {mask_text("raw")} AS raw, file_kind AS _file_kind
+        FROM {source}
+        """,
+        "r._file_kind DESC, r.source_file, r.line_number",
+    )
 
 
 # Every column whose text can come from an input file (formula injection, spec 7).
@@ -342,13 +346,8 @@ def render_batch_reports(
 def write_quarantine_only(con: duckdb.DuckDBPyConnection, out_dir: Path, *, unmask: bool) -> None:
     """A refused run (too many unreadable rows) still shows what could not be read."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    mask_text = (lambda c: c) if unmask else mask_text_sql
-    query = f"""
-        SELECT source_file, line_number, error_code, {mask_text("detail")} AS detail,
-               {mask_text("raw")} AS raw, file_kind AS _file_kind
-        FROM q_rows
-    """
-    write_csv(con, query, QUARANTINE_ORDER, out_dir / "quarantine.csv", 0)
+    query, order = _quarantine_query("q_rows", unmask)
+    write_csv(con, query, order, out_dir / "quarantine.csv", 0)
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
