@@ -19,7 +19,7 @@ from datetime import date
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
@@ -244,10 +244,14 @@ def sql_problems(raws: list[str]) -> list[tuple[str, str | None]]:
 
 @settings(max_examples=60)  # one query per example: ~50 ms of planning each
 @given(st.lists(raw_ids() | st.text(max_size=20), min_size=1, max_size=80))
+@example(["0000000000000000U\u00a8"])  # a space that NFKC puts before a combining mark
 def test_sql_and_python_agree(raws: list[str]) -> None:
     # the reader NFKCs every cell before SQL sees it (spec 2)
     cells = [unicodedata.normalize("NFKC", r) for r in raws]
-    expected = [(normalise_id(c), validate_id(normalise_id(c), TODAY)) for c in cells]
+    # normalised once, as a batch does: NFKC then stripping white space is not
+    # idempotent (a stripped space can expose a combining mark that a second
+    # NFKC would compose), so validate_id is given the cell, not its normal form
+    expected = [(normalise_id(c), validate_id(c, TODAY)) for c in cells]
     assert sql_problems(cells) == expected
 
 

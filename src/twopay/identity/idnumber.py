@@ -93,8 +93,10 @@ def normalise_id(raw: str) -> str:
 
 def validate_id(s: str, today: date) -> str | None:
     """None when ``s`` is a valid ID number on ``today``, else a problem code
-    (the keys of PROBLEMS). ``s`` may be raw: it is normalised first (which
-    changes nothing when it already is)."""
+    (the keys of PROBLEMS). ``s`` is raw: it is normalised first. Pass the
+    value as read, not its normal form: NFKC then stripping white space is
+    not idempotent ("U \u0308" strips to "U\u0308", which a second NFKC
+    composes into "Ü"), and a batch normalises once."""
     s = normalise_id(s)
     if s == "":
         return "bad_length"
