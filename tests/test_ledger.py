@@ -28,6 +28,7 @@ from helpers import (
     person_id,
     write_csv,
 )
+from twopay.ledger.schema import SCHEMA_VERSION, STAGED
 from twopay.ledger.workspace import open_workspace
 
 NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "赵敏", "黄勇"]
@@ -278,6 +279,147 @@ def test_sigkill_at_any_stage_then_rerun_equals_an_uninterrupted_run(
     assert comparable_reports(crashed / "reports" / "2024-02") == comparable_reports(
         clean / "reports" / "2024-02"
     )
+
+
+def stage_rows(ws: Path) -> dict[str, tuple[int, int]]:
+    """Per stage table: (rows of committed stages, rows of stages no batch names)."""
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        return {
+            table: con.execute(
+                f"SELECT count(*) FILTER (WHERE stage_id IN (SELECT stage_id FROM batches)), "
+                f"count(*) FILTER (WHERE stage_id NOT IN (SELECT stage_id FROM batches)) "
+                f"FROM {table}"
+            ).fetchall()[0]
+            for table in STAGED.values()
+        }
+    finally:
+        con.close()
+
+
+def test_a_killed_run_leaves_rows_no_view_shows_and_the_next_run_deletes_them(
+    ws: Path, tmp_path: Path
+) -> None:
+    """A batch writes its large tables as it goes (ledger.schema.STAGED); until
+    its batches row names them they are not in the ledger."""
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    assert run(ws, "2024-01", s1, r).exit_code == 0
+    before = {view: ledger_rows(ws, view, "ALL") for view in STAGED}
+    killed = run_process(ws, "2024-02", s2, r, {"TWOPAY_FAULT_AT": "adjudicate"})
+    killed.communicate(timeout=120)
+    assert killed.returncode == -9
+    orphans = stage_rows(ws)
+    # the killed run had written its inputs, outcomes and eligibility checks
+    for table in ("settlement_rows", "roster_rows", "outcome_rows", "eligibility_member_rows"):
+        assert orphans[table][1] > 0, table
+    assert {view: ledger_rows(ws, view, "ALL") for view in STAGED} == before
+    assert run(ws, "2024-02", s2, r).exit_code == 0
+    after = stage_rows(ws)
+    assert all(uncommitted == 0 for _committed, uncommitted in after.values()), after
+    assert after["settlement_rows"][0] == len(month_rows(1)) + len(month_rows(2))
+
+
+def test_a_refused_run_leaves_no_stage_rows(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    rows = month_rows(1)
+    bad = [(*row[:6], "lots", *row[7:]) for row in rows[:3]]
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, bad + rows[3:])
+    assert run(ws, "2024-01", s, r).exit_code == 3
+    assert all(n == (0, 0) for n in stage_rows(ws).values())
+
+
+# The ledger as twopay 0.1 schema version 1 made it: every table a base table.
+V1_TABLES = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE batches (
+    batch_id INTEGER PRIMARY KEY, period VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL,
+    inputs VARCHAR NOT NULL, rules VARCHAR NOT NULL, twopay_version VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, summary VARCHAR NOT NULL
+);
+CREATE TABLE settlements (
+    batch_id INTEGER, row_key BIGINT, source_file VARCHAR, line_number BIGINT, raw VARCHAR,
+    settlement_id VARCHAR, id_number VARCHAR, name VARCHAR, visit_type VARCHAR,
+    service_date DATE, admission_date DATE, hospital_code VARCHAR,
+    total_cost DECIMAL(18,2), self_pay_1 DECIMAL(18,2), self_pay_2 DECIMAL(18,2),
+    out_of_pocket DECIMAL(18,2), reverses VARCHAR, content_hash UBIGINT
+);
+CREATE TABLE roster_records (
+    batch_id INTEGER, record_key BIGINT, member_id VARCHAR, name VARCHAR, id_number VARCHAR,
+    person_key VARCHAR, card_no VARCHAR, unit_code VARCHAR, unit_name VARCHAR,
+    category VARCHAR, valid_from DATE, valid_to DATE, bank_account VARCHAR
+);
+CREATE TABLE outcomes (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, settlement_id VARCHAR,
+    carried BOOLEAN, outcome VARCHAR, code VARCHAR, detail VARCHAR,
+    person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR, match VARCHAR,
+    candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR
+);
+CREATE TABLE eligibility_members (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, member_id VARCHAR,
+    unit_code VARCHAR, category VARCHAR, valid_from DATE, valid_to DATE, run_start DATE,
+    dues_paid_through DATE
+);
+CREATE TABLE eligibility_schemes (
+    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, scheme VARCHAR, version VARCHAR,
+    stage INTEGER, why_not VARCHAR
+);
+CREATE TABLE lines (
+    batch_id INTEGER, line_key BIGINT, row_batch_id INTEGER, row_key BIGINT,
+    settlement_id VARCHAR, scheme VARCHAR, rule_version VARCHAR, kind VARCHAR,
+    reverses_line BIGINT, person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR,
+    plan_year INTEGER, visit_type VARCHAR, service_date DATE, match VARCHAR,
+    base_amount DECIMAL(18,2), deductible_applied DECIMAL(18,2), computed DECIMAL(18,2),
+    ratio_part DECIMAL(18,2), allowance DECIMAL(18,2), allowance_days INTEGER,
+    payout DECIMAL(18,2), status VARCHAR, note VARCHAR,
+    base_ytd_before DECIMAL(18,2), base_ytd_after DECIMAL(18,2),
+    paid_type_before DECIMAL(18,2), paid_type_after DECIMAL(18,2),
+    paid_total_before DECIMAL(18,2), paid_total_after DECIMAL(18,2),
+    days_before INTEGER, days_after INTEGER
+);
+"""
+
+
+def test_a_version_1_ledger_is_upgraded_in_place(ws: Path) -> None:
+    """Its rows are kept, read through the views under the same names."""
+    (ws / "twopay.duckdb").unlink(missing_ok=True)
+    con = duckdb.connect(str(ws / "twopay.duckdb"))
+    con.execute(V1_TABLES)
+    con.execute(
+        "INSERT INTO batches VALUES (1, '2024-01', 'f', '[]', '[]', '0.1.0', "
+        "'2024-02-01 08:00', '2024-02-01 08:01', '{}')"
+    )
+    con.execute(
+        "INSERT INTO settlements (batch_id, row_key, settlement_id, id_number) "
+        "VALUES (1, 2, 'S1', '110105199001011234')"
+    )
+    con.execute(
+        "INSERT INTO lines (batch_id, line_key, row_batch_id, row_key, settlement_id, payout) "
+        "VALUES (1, 1, 1, 2, 'S1', 12.34)"
+    )
+    con.close()
+    con = open_workspace(ws).connect()
+    try:
+        assert con.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert con.execute("SELECT batch_id, stage_id FROM batches").fetchall() == [(1, 1)]
+        assert con.execute(
+            "SELECT batch_id, row_key, settlement_id, id_number FROM settlements"
+        ).fetchall() == [(1, 2, "S1", "110105199001011234")]
+        assert con.execute("SELECT batch_id, line_key, payout FROM lines").fetchall() == [
+            (1, 1, Decimal("12.34"))
+        ]
+        # the old tables are gone; their names are the views now
+        kinds = dict(
+            con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables "
+                "WHERE table_name IN ('settlements', 'lines', 'line_rows')"
+            ).fetchall()
+        )
+        assert kinds == {"settlements": "VIEW", "lines": "VIEW", "line_rows": "BASE TABLE"}
+    finally:
+        con.close()
 
 
 def test_a_second_run_while_one_is_running_gets_exit_5(ws: Path, tmp_path: Path) -> None:

@@ -22,10 +22,16 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnectio
     path = tmp_path_factory.mktemp("order") / "twopay.duckdb"
     con = duckdb.connect(str(path), config={"preserve_insertion_order": False, "threads": 4})
     ensure_schema(con)
+    # batch 1's rows are its stage 1's (ledger.schema.STAGED)
+    con.execute(
+        "INSERT INTO batches (batch_id, period, fingerprint, inputs, rules, twopay_version, "
+        "started_at, finished_at, summary, stage_id) "
+        "VALUES (1, '2024-01', '', '[]', '[]', '0', now(), now(), '{}', 1)"
+    )
     # keys that arrive scrambled: line i is settlement (i * 7919) mod N
     con.execute(
         f"""
-        INSERT INTO lines (batch_id, line_key, row_batch_id, row_key, settlement_id, scheme,
+        INSERT INTO line_rows (stage_id, line_key, row_batch_id, row_key, settlement_id, scheme,
                            member_id, visit_type, payout, status, note, match)
         SELECT 1, range, 1, range, 'S' || lpad(((range * 7919) % {N})::VARCHAR, 9, '0'),
                CASE WHEN range % 3 = 0 THEN 'b' ELSE 'a' END,
@@ -36,7 +42,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnectio
     )
     con.execute(
         f"""
-        INSERT INTO outcomes (batch_id, row_batch_id, row_key, settlement_id, carried, outcome,
+        INSERT INTO outcome_rows (stage_id, row_batch_id, row_key, settlement_id, carried, outcome,
                               code, detail)
         SELECT 1, 1, (range * 7919) % {N}, 'S' || range::VARCHAR, false, 'rejected',
                'not_a_member', 'detail ' || range::VARCHAR

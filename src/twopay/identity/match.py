@@ -125,12 +125,16 @@ def roster_keys_sql(id_col: str = "id_number", name_col: str = "name") -> tuple[
     return id_normalise_sql(id_col), name_norm_sql(name_col)
 
 
-def fix_roster_keys(con: duckdb.DuckDBPyConnection, table: str = "roster") -> int:
-    """person_key of the records whose ID still has non-ASCII characters (a
-    roster table not read through the readers' NFKC): the Python twin decides.
-    Returns how many records it fixed (almost always none)."""
+def fix_roster_keys(
+    con: duckdb.DuckDBPyConnection, table: str = "roster", where: str = "true"
+) -> int:
+    """person_key of the records (of ``table``, those ``where`` selects) whose
+    ID still has non-ASCII characters (a roster table not read through the
+    readers' NFKC): the Python twin decides. Returns how many records it fixed
+    (almost always none)."""
     odd = con.execute(
-        f"SELECT record_key, id_number FROM {table} WHERE {_NON_ASCII.format('id_number')}"
+        f"SELECT record_key, id_number FROM {table} "
+        f"WHERE ({where}) AND {_NON_ASCII.format('id_number')}"
     ).fetchall()
     if odd:
         _register(
@@ -141,7 +145,7 @@ def fix_roster_keys(con: duckdb.DuckDBPyConnection, table: str = "roster") -> in
         con.execute(
             f"""
             UPDATE {table} SET person_key = f.person_key
-            FROM identity_roster_fix f WHERE {table}.record_key = f.record_key
+            FROM identity_roster_fix f WHERE {table}.record_key = f.record_key AND ({where})
             """
         )
     return len(odd)

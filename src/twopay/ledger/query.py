@@ -25,7 +25,13 @@ def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[o
             rows = cur.fetchall()
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0]
-            if "read-only" in first.lower() or "read only" in first.lower():
+            if (
+                "read-only" in first.lower()
+                or "read only" in first.lower()
+                # a write to a view (settlements, lines, ...) fails before the
+                # read-only check is reached
+                or _writes(sql)
+            ):
                 raise UsageError(
                     "the ledger is read-only in `twopay query`; it cannot be changed."
                 ) from None
@@ -33,3 +39,21 @@ def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[o
         return cols, rows
     finally:
         con.close()
+
+
+_WRITES = {
+    duckdb.StatementType.INSERT,
+    duckdb.StatementType.UPDATE,
+    duckdb.StatementType.DELETE,
+    duckdb.StatementType.CREATE,
+    duckdb.StatementType.DROP,
+    duckdb.StatementType.ALTER,
+}
+
+
+def _writes(sql: str) -> bool:
+    """Whether ``sql`` holds a statement that would change the ledger."""
+    try:
+        return any(st.type in _WRITES for st in duckdb.extract_statements(sql))
+    except duckdb.Error:
+        return False

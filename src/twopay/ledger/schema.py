@@ -12,15 +12,17 @@ import duckdb
 
 from twopay.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
+-- stage_id: the input rows (settlement_rows, roster_rows) the batch was run on
 CREATE TABLE IF NOT EXISTS batches (
     batch_id INTEGER PRIMARY KEY, period VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL,
     inputs VARCHAR NOT NULL, rules VARCHAR NOT NULL, twopay_version VARCHAR NOT NULL,
-    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, summary VARCHAR NOT NULL
+    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, summary VARCHAR NOT NULL,
+    stage_id INTEGER
 );
 
 -- every row of every input file of a batch that could not be read
@@ -29,25 +31,39 @@ CREATE TABLE IF NOT EXISTS quarantine (
     error_code VARCHAR, detail VARCHAR, raw VARCHAR
 );
 
--- every settlement row of every batch, as read (normalised text and typed values)
-CREATE TABLE IF NOT EXISTS settlements (
-    batch_id INTEGER, row_key BIGINT, source_file VARCHAR, line_number BIGINT, raw VARCHAR,
+-- The large tables of a batch (its input rows, decisions, eligibility checks
+-- and lines) are written once, as the batch makes them, under the batch's
+-- stage_id: its later stages read them there instead of holding copies of
+-- millions of rows in memory to the commit. Committing the batch (its batches
+-- row names the stage_id, in the commit's one transaction) is what makes them
+-- part of the ledger: they are read through views (STAGED) that join
+-- batches, so the rows of a stage no batch names, a run that did not commit,
+-- are invisible, and the next run deletes them.
+--
+-- The input rows: q_code and q_detail say why a row was quarantined
+-- (settlement_rows keeps every row, roster_records only the readable ones);
+-- name_norm and line_number serve the batch's matching.
+CREATE TABLE IF NOT EXISTS settlement_rows (
+    stage_id INTEGER, row_key BIGINT, source_file VARCHAR, line_number BIGINT, raw VARCHAR,
     settlement_id VARCHAR, id_number VARCHAR, name VARCHAR, visit_type VARCHAR,
     service_date DATE, admission_date DATE, hospital_code VARCHAR,
     total_cost DECIMAL(18,2), self_pay_1 DECIMAL(18,2), self_pay_2 DECIMAL(18,2),
-    out_of_pocket DECIMAL(18,2), reverses VARCHAR, content_hash UBIGINT
+    out_of_pocket DECIMAL(18,2), reverses VARCHAR, content_hash UBIGINT,
+    q_code VARCHAR, q_detail VARCHAR
 );
 
-CREATE TABLE IF NOT EXISTS roster_records (
-    batch_id INTEGER, record_key BIGINT, member_id VARCHAR, name VARCHAR, id_number VARCHAR,
+CREATE TABLE IF NOT EXISTS roster_rows (
+    stage_id INTEGER, record_key BIGINT, member_id VARCHAR, name VARCHAR, id_number VARCHAR,
     person_key VARCHAR, card_no VARCHAR, unit_code VARCHAR, unit_name VARCHAR,
-    category VARCHAR, valid_from DATE, valid_to DATE, bank_account VARCHAR
+    category VARCHAR, valid_from DATE, valid_to DATE, bank_account VARCHAR,
+    source_file VARCHAR, line_number BIGINT, raw VARCHAR, q_code VARCHAR, q_detail VARCHAR,
+    name_norm VARCHAR
 );
 
 -- one decision per settlement row handled by a batch (its own rows, and held
--- rows of earlier batches decided in it: carried = true)
-CREATE TABLE IF NOT EXISTS outcomes (
-    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, settlement_id VARCHAR,
+-- rows of earlier batches decided in it: carried = true); view outcomes
+CREATE TABLE IF NOT EXISTS outcome_rows (
+    stage_id INTEGER, row_batch_id INTEGER, row_key BIGINT, settlement_id VARCHAR,
     carried BOOLEAN, outcome VARCHAR, code VARCHAR, detail VARCHAR,
     person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR, match VARCHAR,
     candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR
@@ -55,18 +71,20 @@ CREATE TABLE IF NOT EXISTS outcomes (
 
 -- the eligibility checks of every identified row (spec 5), kept flat:
 -- the roster record, run start and dues; and each scheme's stage reached
-CREATE TABLE IF NOT EXISTS eligibility_members (
-    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, member_id VARCHAR,
+-- (views eligibility_members, eligibility_schemes)
+CREATE TABLE IF NOT EXISTS eligibility_member_rows (
+    stage_id INTEGER, row_batch_id INTEGER, row_key BIGINT, member_id VARCHAR,
     unit_code VARCHAR, category VARCHAR, valid_from DATE, valid_to DATE, run_start DATE,
     dues_paid_through DATE
 );
-CREATE TABLE IF NOT EXISTS eligibility_schemes (
-    batch_id INTEGER, row_batch_id INTEGER, row_key BIGINT, scheme VARCHAR, version VARCHAR,
+CREATE TABLE IF NOT EXISTS eligibility_scheme_rows (
+    stage_id INTEGER, row_batch_id INTEGER, row_key BIGINT, scheme VARCHAR, version VARCHAR,
     stage INTEGER, why_not VARCHAR
 );
 
-CREATE TABLE IF NOT EXISTS lines (
-    batch_id INTEGER, line_key BIGINT, row_batch_id INTEGER, row_key BIGINT,
+-- one line per (settlement, scheme) adjudicated (spec 4.1); view lines
+CREATE TABLE IF NOT EXISTS line_rows (
+    stage_id INTEGER, line_key BIGINT, row_batch_id INTEGER, row_key BIGINT,
     settlement_id VARCHAR, scheme VARCHAR, rule_version VARCHAR, kind VARCHAR,
     reverses_line BIGINT, person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR,
     plan_year INTEGER, visit_type VARCHAR, service_date DATE, match VARCHAR,
@@ -100,7 +118,39 @@ CREATE TABLE IF NOT EXISTS bank_returns (
 );
 """
 
+# view -> the table of stage rows behind it
+STAGED = {
+    "settlements": "settlement_rows",
+    "roster_records": "roster_rows",
+    "outcomes": "outcome_rows",
+    "eligibility_members": "eligibility_member_rows",
+    "eligibility_schemes": "eligibility_scheme_rows",
+    "lines": "line_rows",
+}
+
 VIEWS = """
+CREATE OR REPLACE VIEW outcomes AS
+SELECT b.batch_id, o.* EXCLUDE (stage_id) FROM outcome_rows o JOIN batches b USING (stage_id);
+CREATE OR REPLACE VIEW eligibility_members AS
+SELECT b.batch_id, m.* EXCLUDE (stage_id)
+FROM eligibility_member_rows m JOIN batches b USING (stage_id);
+CREATE OR REPLACE VIEW eligibility_schemes AS
+SELECT b.batch_id, s.* EXCLUDE (stage_id)
+FROM eligibility_scheme_rows s JOIN batches b USING (stage_id);
+CREATE OR REPLACE VIEW lines AS
+SELECT b.batch_id, l.* EXCLUDE (stage_id) FROM line_rows l JOIN batches b USING (stage_id);
+-- every settlement row of every committed batch, as read
+CREATE OR REPLACE VIEW settlements AS
+SELECT b.batch_id, s.row_key, s.source_file, s.line_number, s.raw, s.settlement_id,
+       s.id_number, s.name, s.visit_type, s.service_date, s.admission_date, s.hospital_code,
+       s.total_cost, s.self_pay_1, s.self_pay_2, s.out_of_pocket, s.reverses, s.content_hash
+FROM settlement_rows s JOIN batches b USING (stage_id);
+-- every readable roster record of every committed batch
+CREATE OR REPLACE VIEW roster_records AS
+SELECT b.batch_id, r.record_key, r.member_id, r.name, r.id_number, r.person_key, r.card_no,
+       r.unit_code, r.unit_name, r.category, r.valid_from, r.valid_to, r.bank_account
+FROM roster_rows r JOIN batches b USING (stage_id)
+WHERE r.q_code IS NULL;
 CREATE OR REPLACE VIEW v_lines AS
 SELECT b.period, l.* EXCLUDE (batch_id), l.batch_id FROM lines l JOIN batches b USING (batch_id);
 CREATE OR REPLACE VIEW v_rejections AS
@@ -161,11 +211,52 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
                 f"({SCHEMA_VERSION}); upgrade twopay (pip install -U twopay)."
             )
         for version in range(found + 1, SCHEMA_VERSION + 1):
-            for stmt in MIGRATIONS.get(version, []):
-                con.execute(stmt)
-            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+            con.execute("BEGIN TRANSACTION")  # a migration is done whole or not at all
+            try:
+                for stmt in MIGRATIONS.get(version, []):
+                    con.execute(stmt)
+                con.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)]
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
     con.execute(VIEWS)
 
 
+def clear_uncommitted_stages(con: duckdb.DuckDBPyConnection) -> None:
+    """Delete the input rows of runs that did not commit (their batches row
+    was never written): a run killed, or refused, after reading its files."""
+    for table in STAGED.values():
+        con.execute(
+            f"DELETE FROM {table} WHERE stage_id NOT IN (SELECT stage_id FROM batches "
+            "WHERE stage_id IS NOT NULL)"
+        )
+
+
+def next_stage_id(con: duckdb.DuckDBPyConnection) -> int:
+    """A stage_id no batch and no input row has used."""
+    maxima = ", ".join(f"(SELECT max(stage_id) FROM {t})" for t in ("batches", *STAGED.values()))
+    row = con.execute(f"SELECT coalesce(greatest({maxima}), 0) + 1").fetchall()
+    return int(row[0][0])
+
+
 # version -> statements that bring a ledger of version-1 to it
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: a batch's large tables are written as it makes them, under
+    # batches.stage_id, and read through views (STAGED)
+    2: [
+        "ALTER TABLE batches ADD COLUMN stage_id INTEGER",
+        "UPDATE batches SET stage_id = batch_id",
+        *(
+            stmt
+            for view, table in STAGED.items()
+            for stmt in (
+                f"INSERT INTO {table} BY NAME "
+                f"SELECT batch_id AS stage_id, * EXCLUDE (batch_id) FROM {view}",
+                f"DROP TABLE {view}",
+            )
+        ),
+    ],
+}

@@ -2,9 +2,12 @@
 load -> validate -> duplicates -> reversal link -> identity -> eligibility ->
 rules -> payments -> commit -> reports.
 
-Every stage is SQL over temp tables on the ledger's connection; the batch is
-committed in one transaction, and reports are rendered from the ledger after
-the commit.
+Every stage is SQL on the ledger's connection: temp tables, and the ledger's
+stage tables for what the ledger keeps of millions of rows (inputs, outcomes,
+eligibility checks, lines), written once as they are made. The batch is
+committed in one transaction, whose batches row names that stage (until then
+no view shows its rows), and reports are rendered from the ledger after the
+commit.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from twopay.identity.match import (
 )
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
-from twopay.ledger.schema import batch_tables
+from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages, next_stage_id
 from twopay.ledger.tables import drop_temporaries
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
@@ -133,13 +136,18 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
                 replacing = batch_id
             batch_id = replacing if replacing is not None else int(latest or 0) + 1
             started = datetime.now().replace(microsecond=0)
+            clear_uncommitted_stages(con)  # the rows of a run that never committed
             stage = _Batch(con, ws, opts, rules, batch_id, replacing, lang, say)
-            summary = stage.run(inputs, started, max_q, out_dir)
-            finished = datetime.now().replace(microsecond=0)
-            summary["started_at"] = started.isoformat()
-            summary["finished_at"] = finished.isoformat()
-            say("committing")
-            stage.commit(fingerprint, inputs, started, finished, summary)
+            try:
+                summary = stage.run(inputs, started, max_q, out_dir)
+                finished = datetime.now().replace(microsecond=0)
+                summary["started_at"] = started.isoformat()
+                summary["finished_at"] = finished.isoformat()
+                say("committing")
+                stage.commit(fingerprint, inputs, started, finished, summary)
+            except BaseException:
+                stage.discard_stage()
+                raise
             # the batch is in the ledger now: its working tables (GBs at a
             # Beijing-sized month, partly spilled) would only crowd the report
             # queries, which read the ledger
@@ -193,6 +201,20 @@ class _Batch:
         # Earlier batches only: a replaced batch's rows do not count.
         self.prior = "batch_id < ?" if replacing is not None else "batch_id <= ?"
         self.prior_arg = batch_id if replacing is not None else batch_id - 1
+        # the batch's large tables go straight to the ledger's stage tables
+        # (ledger.schema.STAGED) under this stage_id; the commit's batches row
+        # names it, which is what puts them in the ledger
+        self.stage_id = next_stage_id(con)
+
+    def discard_stage(self) -> None:
+        """A run that does not commit leaves no stage rows (best effort: a
+        run that cannot even delete them leaves them to the next run, which
+        deletes the rows of every stage no batch names)."""
+        try:
+            for table in STAGED.values():
+                self.con.execute(f"DELETE FROM {table} WHERE stage_id = ?", [self.stage_id])
+        except duckdb.Error:
+            pass
 
     # -- loading ---------------------------------------------------------
 
@@ -211,9 +233,13 @@ class _Batch:
 
     def load(self, workdir: Path) -> None:
         con = self.con
+        stage = self.stage_id
         validate.install_macros(con)
         self.say("reading settlements")
-        # one statement per file: its raw text and typed cells are its own columns
+        # One statement per file: its raw text and typed cells are its own
+        # columns. The rows are written once, into the ledger (spec 6 keeps
+        # them), and the stages read them there: a temp copy of millions of
+        # rows would be held to the commit, spilled, and copied again.
         for i, path in enumerate(self.opts.settlements):
             loaded = self._load(path, SETTLEMENTS, f"in_settle_{i}", workdir)
             # row_key orders rows by file then line without a sort (files < 10^12 lines)
@@ -221,25 +247,49 @@ class _Batch:
                 f"CREATE OR REPLACE TEMP VIEW s_in AS SELECT {i} * 1000000000000 + line_number "
                 f"AS row_key, * FROM {loaded.table}"
             )
-            typed = validate.typed_settlements_sql(
-                "s_in", "s_typed", SETTLEMENTS, raw=loaded.raw_sql, typed=loaded.typed, insert=i > 0
+            typed = validate.typed_settlements_query(
+                "s_in", SETTLEMENTS, raw=loaded.raw_sql, typed=loaded.typed
             )
-            con.execute(typed)
+            con.execute(
+                f"INSERT INTO settlement_rows BY NAME SELECT {stage} AS stage_id, * FROM ({typed})"
+            )
             con.execute("DROP VIEW s_in")
             drop_loaded(con, loaded.table)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW s_typed AS "
+            f"SELECT * EXCLUDE (stage_id) FROM settlement_rows WHERE stage_id = {stage}"
+        )
 
         self.say("reading the roster")
         loaded = self._load(self.opts.roster, ROSTER, "r_in0", workdir)
         con.execute(
             "CREATE OR REPLACE TEMP VIEW r_in AS SELECT line_number AS row_key, * FROM r_in0"
         )
+        # the matching keys are computed as the records are written (spec 3)
+        con.execute("SET VARIABLE identity_today = ?::DATE", [self.opts.today])
+        person_key, name_norm = roster_keys_sql()
+        typed = validate.typed_roster_query("r_in", ROSTER, raw=loaded.raw_sql, typed=loaded.typed)
         con.execute(
-            validate.typed_roster_sql(
-                "r_in", "r_typed", ROSTER, raw=loaded.raw_sql, typed=loaded.typed
-            )
+            f"""
+            INSERT INTO roster_rows BY NAME
+            SELECT {stage} AS stage_id, *,
+                   CASE WHEN q_code IS NULL THEN {person_key} END AS person_key,
+                   CASE WHEN q_code IS NULL THEN {name_norm} END AS name_norm
+            FROM ({typed})
+            """
         )
         con.execute("DROP VIEW r_in")
         drop_loaded(con, "r_in0")
+        # the readable records (quarantined ones go to q_rows)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW roster AS
+            SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
+                   category, valid_from, valid_to, bank_account, person_key, name_norm,
+                   line_number
+            FROM roster_rows WHERE stage_id = {stage} AND q_code IS NULL
+            """
+        )
         for kind, path, table in (
             (UNITS, self.opts.units, "units"),
             (ENROLLMENTS, self.opts.enrollments, "enrollments"),
@@ -294,8 +344,9 @@ class _Batch:
             FROM s_typed WHERE q_code IS NOT NULL
             UNION ALL
             SELECT 'roster', source_file, line_number, q_code, q_detail, raw, NULL
-            FROM r_typed WHERE q_code IS NOT NULL
-            """
+            FROM roster_rows WHERE stage_id = ? AND q_code IS NOT NULL
+            """,
+            [self.stage_id],
         )
         for table in ("units", "enrollments"):
             if _table_exists(con, f"{table}_typed"):
@@ -474,19 +525,7 @@ class _Batch:
     def identity(self) -> None:
         con = self.con
         self.say("matching identities")
-        person_key, name_norm = roster_keys_sql()
-        con.execute("SET VARIABLE identity_today = ?::DATE", [self.opts.today])
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE roster AS
-            SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
-                   category, valid_from, valid_to, bank_account,
-                   {person_key} AS person_key, {name_norm} AS name_norm, line_number
-            FROM r_typed WHERE q_code IS NULL
-            """
-        )
-        fix_roster_keys(con, "roster")
-        _drop(con, "r_typed")  # its quarantined rows are in q_rows already
+        fix_roster_keys(con, "roster_rows", f"stage_id = {self.stage_id} AND q_code IS NULL")
         con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
@@ -633,6 +672,7 @@ class _Batch:
             has_enrollments=self.opts.enrollments is not None,
         )
         _drop(con, "identified2")
+        self.write_outcomes()
         self.say("applying rules")
         self.adjudicate()
         fault_point("adjudicate")
@@ -671,21 +711,26 @@ class _Batch:
             """
         )
         con.execute("DROP VIEW eligible_lines")
-        # what the ledger keeps of the member checks (eligibility_members, and
-        # each scheme's columns for eligibility_schemes); the line columns,
-        # read by eligible_lines, are in new_lines now. Dropping the other
-        # columns frees them at once and copies nothing (a copy of 5M rows
-        # under memory pressure took ~2 s).
-        keep = {
-            "row_batch_id", "row_key", "member_id", "unit_code", "category", "valid_from",
-            "valid_to", "run_start", "dues_paid_through", *eligibility.scheme_columns(self.rules),
-        }  # fmt: skip
-        con.execute("DROP TABLE IF EXISTS member_facts")
-        columns = [d[0] for d in con.execute("SELECT * FROM member_checks LIMIT 0").description]
-        for column in columns:
-            if column not in keep:
-                con.execute(f'ALTER TABLE member_checks DROP COLUMN "{column}"')
-        con.execute("ALTER TABLE member_checks RENAME TO member_facts")
+        # what the ledger keeps of the member checks, written now (the line
+        # columns they also held are in new_lines): they need not wait in
+        # memory for the commit
+        stage = self.stage_id
+        con.execute(
+            f"""
+            INSERT INTO eligibility_member_rows
+            SELECT {stage}, row_batch_id, row_key, member_id, unit_code, category, valid_from,
+                   valid_to, run_start, dues_paid_through
+            FROM member_checks
+            """
+        )
+        con.execute(
+            f"""
+            INSERT INTO eligibility_scheme_rows
+            SELECT {stage}, row_batch_id, row_key, scheme, version, stage, why_not
+            FROM ({eligibility.scheme_checks_sql(self.rules, "member_checks")})
+            """
+        )
+        _drop(con, "member_checks")
         # Clawback lines: one per line of the original not yet clawed back.
         con.execute(
             f"""
@@ -750,10 +795,12 @@ class _Batch:
             [self.prior_arg],
         )
         adjudicate(con, self.rules)
+        # the lines go to the ledger's line_rows as they are made; the
+        # payments and the summary read them there (batch_lines)
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE batch_lines AS
-            SELECT {self.batch_id} AS batch_id, r.line_key, x.row_batch_id, x.row_key,
+            INSERT INTO line_rows
+            SELECT {stage}, r.line_key, x.row_batch_id, x.row_key,
                 r.settlement_id, r.scheme, r.rule_version, r.kind, x.reverses_line,
                 r.person_key, x.member_id, x.unit_code, r.plan_year, r.visit_type,
                 r.service_date, x.match, r.base_amount, r.deductible_applied, r.computed,
@@ -764,6 +811,22 @@ class _Batch:
             """
         )
         _drop(con, "line_extra", "adj_result")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW batch_lines AS SELECT {self.batch_id} AS batch_id, "
+            f"* EXCLUDE (stage_id) FROM line_rows WHERE stage_id = {stage}"
+        )
+        # the reversals' outcomes: one per reversal row, from its clawback lines
+        b = self.batch_id
+        con.execute(
+            f"""
+            INSERT INTO outcome_rows
+            SELECT {stage}, {b}, c.row_key, c.settlement_id, false, 'adjudicated', 'clawback',
+                   'reverses ' || c.reverses, any_value(l.person_key), any_value(l.member_id),
+                   any_value(l.unit_code), any_value(l.match), NULL, NULL, NULL
+            FROM clawback_rows c JOIN batch_lines l ON l.row_batch_id = {b} AND l.row_key = c.row_key
+            GROUP BY ALL
+            """
+        )
 
     # -- payments (spec 7) -------------------------------------------------
 
@@ -907,44 +970,43 @@ class _Batch:
 
     # -- outcomes and summary ---------------------------------------------
 
-    def summarise(self, inputs: list[dict[str, str]]) -> dict[str, object]:
+    def write_outcomes(self) -> None:
+        """Every row's outcome but the reversals' (written with their clawback
+        lines), into the ledger's outcome_rows as soon as the eligibility
+        decided them: the decisions need not wait in memory for the commit."""
         con = self.con
-        b = self.batch_id
-        # a view: counted and checked over its narrow columns, and copied
-        # into the ledger once, by the commit
+        b, stage = self.batch_id, self.stage_id
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP VIEW batch_outcomes AS
-            SELECT {b} AS batch_id, {b} AS row_batch_id, row_key, settlement_id, false AS carried,
-                   'quarantined' AS outcome, q_code AS code, q_detail AS detail,
-                   NULL::VARCHAR AS person_key, NULL::VARCHAR AS member_id,
-                   NULL::VARCHAR AS unit_code, NULL::VARCHAR AS match,
-                   NULL::VARCHAR AS candidate_member_id, NULL::VARCHAR AS identity,
-                   NULL::VARCHAR AS eligibility
+            INSERT INTO outcome_rows
+            SELECT {stage}, {b}, row_key, settlement_id, false, 'quarantined', q_code, q_detail,
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM s_typed WHERE q_code IS NOT NULL
             UNION ALL
-            SELECT {b}, {b}, row_key, settlement_id, false, outcome, code, detail,
+            SELECT {stage}, {b}, row_key, settlement_id, false, outcome, code, detail,
                    NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM decided
             UNION ALL
-            SELECT {b}, {b}, c.row_key, c.settlement_id, false, 'adjudicated', 'clawback',
-                   'reverses ' || c.reverses, any_value(l.person_key), any_value(l.member_id),
-                   any_value(l.unit_code), any_value(l.match), NULL, NULL, NULL
-            FROM clawback_rows c JOIN batch_lines l ON l.row_batch_id = {b} AND l.row_key = c.row_key
-            GROUP BY ALL
-            UNION ALL
-            SELECT {b}, row_batch_id, row_key, settlement_id, true, 'rejected', 'reversed',
+            SELECT {stage}, row_batch_id, row_key, settlement_id, true, 'rejected', 'reversed',
                    'withdrawn from review: reversed by ' || by_settlement,
                    NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM withdrawn
             UNION ALL
-            SELECT {b}, row_batch_id, row_key, settlement_id, carried, outcome, code, detail,
+            SELECT {stage}, row_batch_id, row_key, settlement_id, carried, outcome, code, detail,
                    person_key, member_id, unit_code, match, candidate_member_id,
                    coalesce(identity, {exact_evidence_sql("id_member", "id_record")}),
                    eligibility
             FROM decisions
             """
         )
+        _drop(con, "decisions")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW batch_outcomes AS SELECT {b} AS batch_id, "
+            f"* EXCLUDE (stage_id) FROM outcome_rows WHERE stage_id = {stage}"
+        )
+
+    def summarise(self, inputs: list[dict[str, str]]) -> dict[str, object]:
+        con = self.con
         counts = dict(
             _q(
                 con,
@@ -1022,10 +1084,20 @@ class _Batch:
         con.execute("BEGIN TRANSACTION")
         try:
             if self.replacing is not None:
+                # the replaced batch's stage rows, then every row naming it
+                for table in STAGED.values():
+                    con.execute(
+                        f"DELETE FROM {table} WHERE stage_id IN "
+                        "(SELECT stage_id FROM batches WHERE batch_id = ?)",
+                        [b],
+                    )
                 for table in batch_tables(con):
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [b])
+            # this batch's large tables are in the ledger's stage tables already
+            # (written as they were made): naming their stage_id here is what
+            # commits them
             con.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     b,
                     self.opts.period,
@@ -1036,47 +1108,12 @@ class _Batch:
                     started,
                     finished,
                     json.dumps(summary, ensure_ascii=False, sort_keys=True),
+                    self.stage_id,
                 ],
             )
             con.execute(
                 f"INSERT INTO quarantine SELECT {b}, file_kind, source_file, line_number, "
                 "error_code, detail, raw FROM q_rows"
-            )
-            con.execute(
-                f"""
-                INSERT INTO settlements
-                SELECT {b}, row_key, source_file, line_number, raw, settlement_id, id_number,
-                       name, visit_type, service_date, admission_date, hospital_code,
-                       total_cost, self_pay_1, self_pay_2, out_of_pocket, reverses, content_hash
-                FROM s_typed
-                """
-            )
-            con.execute(
-                f"""
-                INSERT INTO roster_records
-                SELECT {b}, record_key, member_id, name, id_number, person_key, card_no,
-                       unit_code, unit_name, category, valid_from, valid_to, bank_account
-                FROM roster
-                """
-            )
-            con.execute("INSERT INTO outcomes SELECT * FROM batch_outcomes")
-            con.execute(
-                f"""
-                INSERT INTO eligibility_members
-                SELECT {b}, row_batch_id, row_key, member_id, unit_code, category, valid_from,
-                       valid_to, run_start, dues_paid_through
-                FROM member_facts
-                """
-            )
-            con.execute(
-                f"""
-                INSERT INTO eligibility_schemes
-                SELECT {b}, row_batch_id, row_key, scheme, version, stage, why_not
-                FROM ({eligibility.scheme_checks_sql(self.rules, "member_facts")})
-                """
-            )
-            con.execute(
-                "INSERT INTO lines SELECT * EXCLUDE (x) FROM (SELECT *, 0 AS x FROM batch_lines)"
             )
             con.execute("INSERT INTO payments SELECT * FROM batch_payments")
             con.execute("INSERT INTO recoveries SELECT * FROM batch_recoveries")

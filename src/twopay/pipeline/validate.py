@@ -37,6 +37,14 @@ def typed_settlements_sql(
 ) -> str:
     """``raw`` and ``typed``: a LoadedFile's raw_sql and typed; ``insert``
     adds the rows to ``target`` (one more settlement file)."""
+    return f"{_into(target, insert)}\n{typed_settlements_query(source, kind, raw=raw, typed=typed)}"
+
+
+def typed_settlements_query(
+    source: str, kind: FileKind, *, raw: str = "raw", typed: Mapping[str, str] | None = None
+) -> str:
+    """The typed rows of ``source`` with their quarantine code and detail (a
+    query: the batch inserts it into the ledger's settlement_rows)."""
     money_cols = ("total_cost", "self_pay_1", "self_pay_2", "out_of_pocket")
     parsed = ",\n".join(f"{_value(c, money_sql(c), typed)} AS {c}_v" for c in money_cols)
     bad_money = " ".join(
@@ -46,7 +54,6 @@ def typed_settlements_sql(
     )
     amounts = ", ".join(f"coalesce({c}_v, 0)" for c in money_cols)
     return f"""
-{_into(target, insert)}
 WITH parsed AS (
     SELECT *,
         {visit_type_sql("visit_type")} AS visit_type_v,
@@ -105,16 +112,12 @@ FROM coded
 """
 
 
-def typed_roster_sql(
-    source: str,
-    target: str,
-    kind: FileKind,
-    *,
-    raw: str = "raw",
-    typed: Mapping[str, str] | None = None,
+def typed_roster_query(
+    source: str, kind: FileKind, *, raw: str = "raw", typed: Mapping[str, str] | None = None
 ) -> str:
+    """The typed roster records of ``source`` with their quarantine code and
+    detail (a query: the batch inserts it into the ledger's roster_rows)."""
     return f"""
-CREATE OR REPLACE TEMP TABLE {target} AS
 WITH parsed AS (
     SELECT *,
         {_value("valid_from", date_sql("valid_from"), typed)} AS valid_from_v,
