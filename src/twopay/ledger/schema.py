@@ -11,6 +11,7 @@ from __future__ import annotations
 import duckdb
 
 from twopay.errors import UsageError
+from twopay.identity.match import exact_evidence_sql
 
 SCHEMA_VERSION = 2
 
@@ -62,11 +63,14 @@ CREATE TABLE IF NOT EXISTS roster_rows (
 
 -- one decision per settlement row handled by a batch (its own rows, and held
 -- rows of earlier batches decided in it: carried = true); view outcomes
+-- identity: the evidence (JSON); for a plain exact match (most rows) it is
+-- NULL and exact_record names the roster record, and the view spells it out
 CREATE TABLE IF NOT EXISTS outcome_rows (
     stage_id INTEGER, row_batch_id INTEGER, row_key BIGINT, settlement_id VARCHAR,
     carried BOOLEAN, outcome VARCHAR, code VARCHAR, detail VARCHAR,
     person_key VARCHAR, member_id VARCHAR, unit_code VARCHAR, match VARCHAR,
-    candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR
+    candidate_member_id VARCHAR, identity VARCHAR, eligibility VARCHAR,
+    exact_record BIGINT
 );
 
 -- the eligibility checks of every identified row (spec 5), kept flat:
@@ -128,9 +132,11 @@ STAGED = {
     "lines": "line_rows",
 }
 
-VIEWS = """
+VIEWS = f"""
 CREATE OR REPLACE VIEW outcomes AS
-SELECT b.batch_id, o.* EXCLUDE (stage_id) FROM outcome_rows o JOIN batches b USING (stage_id);
+SELECT b.batch_id, o.* EXCLUDE (stage_id, exact_record) REPLACE (
+    coalesce(o.identity, {exact_evidence_sql("o.member_id", "o.exact_record")}) AS identity)
+FROM outcome_rows o JOIN batches b USING (stage_id);
 CREATE OR REPLACE VIEW eligibility_members AS
 SELECT b.batch_id, m.* EXCLUDE (stage_id)
 FROM eligibility_member_rows m JOIN batches b USING (stage_id);
@@ -159,15 +165,15 @@ SELECT b.period, o.batch_id, o.settlement_id, o.code AS reason_code, o.detail, o
 FROM outcomes o JOIN batches b USING (batch_id) WHERE o.outcome = 'rejected';
 CREATE OR REPLACE VIEW v_eligibility AS
 SELECT m.batch_id, m.row_batch_id, m.row_key,
-    to_json({
+    to_json({{
         'member_id': m.member_id, 'unit_code': m.unit_code, 'category': m.category,
         'valid_from': m.valid_from, 'valid_to': m.valid_to, 'run_start': m.run_start,
         'dues_paid_through': m.dues_paid_through,
-        'schemes': (SELECT list({'scheme': s.scheme, 'version': s.version, 'stage': s.stage,
-                                 'why_not': s.why_not} ORDER BY s.scheme)
+        'schemes': (SELECT list({{'scheme': s.scheme, 'version': s.version, 'stage': s.stage,
+                                 'why_not': s.why_not}} ORDER BY s.scheme)
                     FROM eligibility_schemes s
                     WHERE s.batch_id = m.batch_id AND s.row_batch_id = m.row_batch_id
-                      AND s.row_key = m.row_key)})::VARCHAR AS eligibility
+                      AND s.row_key = m.row_key)}})::VARCHAR AS eligibility
 FROM eligibility_members m;
 CREATE OR REPLACE VIEW v_payments AS
 SELECT b.period, p.* EXCLUDE (batch_id, bank_account), p.batch_id

@@ -822,7 +822,7 @@ class _Batch:
             INSERT INTO outcome_rows
             SELECT {stage}, {b}, c.row_key, c.settlement_id, false, 'adjudicated', 'clawback',
                    'reverses ' || c.reverses, any_value(l.person_key), any_value(l.member_id),
-                   any_value(l.unit_code), any_value(l.match), NULL, NULL, NULL
+                   any_value(l.unit_code), any_value(l.match), NULL, NULL, NULL, NULL
             FROM clawback_rows c JOIN batch_lines l ON l.row_batch_id = {b} AND l.row_key = c.row_key
             GROUP BY ALL
             """
@@ -980,22 +980,27 @@ class _Batch:
             f"""
             INSERT INTO outcome_rows
             SELECT {stage}, {b}, row_key, settlement_id, false, 'quarantined', q_code, q_detail,
-                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM s_typed WHERE q_code IS NOT NULL
             UNION ALL
             SELECT {stage}, {b}, row_key, settlement_id, false, outcome, code, detail,
-                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM decided
             UNION ALL
             SELECT {stage}, row_batch_id, row_key, settlement_id, true, 'rejected', 'reversed',
                    'withdrawn from review: reversed by ' || by_settlement,
-                   NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
             FROM withdrawn
             UNION ALL
+            -- a plain exact match's evidence is its roster record: the view
+            -- outcomes spells it out (from member_id, the same member)
             SELECT {stage}, row_batch_id, row_key, settlement_id, carried, outcome, code, detail,
                    person_key, member_id, unit_code, match, candidate_member_id,
-                   coalesce(identity, {exact_evidence_sql("id_member", "id_record")}),
-                   eligibility
+                   CASE WHEN identity IS NULL AND id_member IS DISTINCT FROM member_id
+                        THEN {exact_evidence_sql("id_member", "id_record")}
+                        ELSE identity END,
+                   eligibility,
+                   CASE WHEN identity IS NULL AND id_member = member_id THEN id_record END
             FROM decisions
             """
         )
