@@ -720,7 +720,7 @@ class _Batch:
             INSERT INTO eligibility_member_rows
             SELECT {stage}, row_batch_id, row_key, member_id, unit_code, category, valid_from,
                    valid_to, run_start, dues_paid_through
-            FROM member_checks
+            FROM member_checks WHERE identified
             """
         )
         con.execute(
@@ -1004,7 +1004,7 @@ class _Batch:
             FROM decisions
             """
         )
-        _drop(con, "decisions")
+        con.execute("DROP VIEW decisions")
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW batch_outcomes AS SELECT {b} AS batch_id, "
             f"* EXCLUDE (stage_id) FROM outcome_rows WHERE stage_id = {stage}"

@@ -163,15 +163,13 @@ def _scheme_check_sql(k: int, scheme: str, has_enrollments: bool) -> tuple[str, 
 def check(
     con: duckdb.DuckDBPyConnection, rules: RuleSet, *, has_units: bool, has_enrollments: bool
 ) -> None:
-    """From ``identified2`` write ``member_checks`` (one per identified row,
-    with each scheme's checks as columns: scheme_columns), ``decisions`` (one
-    per row) and the view ``eligible_lines`` (one per row and scheme that
-    passes; read once).
-
-    member_checks first holds every row of identified2 with what decisions
-    reads of it, so that decisions is one scan of it rather than a second
-    join of millions of wide rows; then the rows that were not identified
-    are deleted, and the adjudication drops the columns it no longer needs."""
+    """From ``identified2`` write ``member_checks`` (one per row of
+    identified2, with each scheme's checks as columns: scheme_columns; the
+    checks mean something where ``identified``), and the views ``decisions``
+    (one outcome per row) and ``eligible_lines`` (one per row and scheme that
+    passes). The views are each read once, by the statement that writes their
+    rows into the ledger: decisions is one scan of member_checks, not a copy
+    of millions of rows or a second join."""
     _load_schemes(con, rules)
     schemes = _schemes(rules)
     units = (
@@ -283,7 +281,7 @@ def check(
     con.execute("CREATE OR REPLACE TEMP VIEW eligible_lines AS " + " UNION ALL ".join(passing))
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE decisions AS
+        CREATE OR REPLACE TEMP VIEW decisions AS
         -- the furthest stage a row reaches over the schemes and, for rows no
         -- scheme passes, every scheme's reason in scheme order: read across
         -- the row's own columns, no grouping
@@ -339,5 +337,3 @@ def check(
         .replace("{reasons}", reasons)
         .replace("{best}", best)
     )
-    con.execute("DELETE FROM member_checks WHERE NOT identified")
-    con.execute("ALTER TABLE member_checks DROP COLUMN identified")
