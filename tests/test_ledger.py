@@ -311,14 +311,51 @@ def test_a_killed_run_leaves_rows_no_view_shows_and_the_next_run_deletes_them(
     killed.communicate(timeout=120)
     assert killed.returncode == -9
     orphans = stage_rows(ws)
-    # the killed run had written its inputs, outcomes and eligibility checks
-    for table in ("settlement_rows", "roster_rows", "outcome_rows", "eligibility_member_rows"):
+    # the killed run had written its settlements, outcomes and eligibility
+    # checks (its roster is batch 1's, reused)
+    for table in ("settlement_rows", "outcome_rows", "eligibility_member_rows"):
         assert orphans[table][1] > 0, table
     assert {view: ledger_rows(ws, view, "ALL") for view in STAGED} == before
     assert run(ws, "2024-02", s2, r).exit_code == 0
     after = stage_rows(ws)
     assert all(uncommitted == 0 for _committed, uncommitted in after.values()), after
     assert after["settlement_rows"][0] == len(month_rows(1)) + len(month_rows(2))
+
+
+def test_an_unchanged_roster_is_stored_once_for_every_batch_that_reads_it(
+    ws: Path, tmp_path: Path
+) -> None:
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    s2b = write_csv(tmp_path / "s2b.csv", SETTLEMENT_HEADER, month_rows(2)[:-1])
+    s3 = write_csv(tmp_path / "s3.csv", SETTLEMENT_HEADER, month_rows(3))
+    # the same bytes under another name are the same roster
+    again = tmp_path / "roster_2024-02.csv"
+    shutil.copy(r, again)
+    assert run(ws, "2024-01", s1, r).exit_code == 0
+    assert run(ws, "2024-02", s2, again).exit_code == 0
+    assert stage_rows(ws)["roster_rows"] == (len(NAMES), 0)
+    records = ledger_rows(ws, "roster_records", "batch_id, record_key")
+    assert [row[0] for row in records] == [1] * len(NAMES) + [2] * len(NAMES)
+    assert [row[1:] for row in records[: len(NAMES)]] == [row[1:] for row in records[len(NAMES) :]]
+    # replacing the batch that reused it keeps the records of the batch that read it
+    assert run(ws, "2024-02", s2b, again, "--replace").exit_code == 0
+    assert stage_rows(ws)["roster_rows"] == (len(NAMES), 0)
+    assert len(ledger_rows(ws, "roster_records", "ALL")) == 2 * len(NAMES)
+    # a changed roster is read and stored
+    new_cards = [
+        (f"M{i}", NAMES[i], person_id(i), f"62229999999999{i:02d}", f"U{i % 2}", "在职",
+         "2020-01-01", None)
+        for i in range(len(NAMES))
+    ]  # fmt: skip
+    changed = write_csv(tmp_path / "roster3.csv", ROSTER_HEADER, new_cards)
+    assert run(ws, "2024-03", s3, changed).exit_code == 0
+    assert stage_rows(ws)["roster_rows"] == (2 * len(NAMES), 0)
+    cards = ledger_rows(ws, "roster_records", "batch_id, record_key")
+    assert {row[6] for row in cards if row[0] == 3} == {
+        f"62229999999999{i:02d}" for i in range(len(NAMES))
+    }
 
 
 def test_a_refused_run_leaves_no_stage_rows(ws: Path, tmp_path: Path) -> None:

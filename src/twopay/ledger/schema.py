@@ -18,12 +18,14 @@ SCHEMA_VERSION = 2
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
--- stage_id: the input rows (settlement_rows, roster_rows) the batch was run on
+-- stage_id: the stage of the batch's rows (see below); roster_stage: the
+-- stage of its roster records, its own or, when the roster file and the
+-- reading of it are the same as an earlier batch's (roster_key), that batch's
 CREATE TABLE IF NOT EXISTS batches (
     batch_id INTEGER PRIMARY KEY, period VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL,
     inputs VARCHAR NOT NULL, rules VARCHAR NOT NULL, twopay_version VARCHAR NOT NULL,
     started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, summary VARCHAR NOT NULL,
-    stage_id INTEGER
+    stage_id INTEGER, roster_stage INTEGER, roster_key VARCHAR
 );
 
 -- every row of every input file of a batch that could not be read
@@ -155,7 +157,7 @@ FROM settlement_rows s JOIN batches b USING (stage_id);
 CREATE OR REPLACE VIEW roster_records AS
 SELECT b.batch_id, r.record_key, r.member_id, r.name, r.id_number, r.person_key, r.card_no,
        r.unit_code, r.unit_name, r.category, r.valid_from, r.valid_to, r.bank_account
-FROM roster_rows r JOIN batches b USING (stage_id)
+FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
 WHERE r.q_code IS NULL;
 CREATE OR REPLACE VIEW v_lines AS
 SELECT b.period, l.* EXCLUDE (batch_id), l.batch_id FROM lines l JOIN batches b USING (batch_id);
@@ -236,14 +238,21 @@ def clear_uncommitted_stages(con: duckdb.DuckDBPyConnection) -> None:
     was never written): a run killed, or refused, after reading its files."""
     for table in STAGED.values():
         con.execute(
-            f"DELETE FROM {table} WHERE stage_id NOT IN (SELECT stage_id FROM batches "
-            "WHERE stage_id IS NOT NULL)"
+            f"DELETE FROM {table} WHERE stage_id NOT IN (SELECT {stage_column(table)} "
+            f"FROM batches WHERE {stage_column(table)} IS NOT NULL)"
         )
+
+
+def stage_column(table: str) -> str:
+    """The column of batches that names the stage of ``table``'s rows (a
+    roster's records can serve several batches)."""
+    return "roster_stage" if table == "roster_rows" else "stage_id"
 
 
 def next_stage_id(con: duckdb.DuckDBPyConnection) -> int:
     """A stage_id no batch and no input row has used."""
     maxima = ", ".join(f"(SELECT max(stage_id) FROM {t})" for t in ("batches", *STAGED.values()))
+
     row = con.execute(f"SELECT coalesce(greatest({maxima}), 0) + 1").fetchall()
     return int(row[0][0])
 
@@ -254,7 +263,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # batches.stage_id, and read through views (STAGED)
     2: [
         "ALTER TABLE batches ADD COLUMN stage_id INTEGER",
-        "UPDATE batches SET stage_id = batch_id",
+        "ALTER TABLE batches ADD COLUMN roster_stage INTEGER",
+        "ALTER TABLE batches ADD COLUMN roster_key VARCHAR",
+        "UPDATE batches SET stage_id = batch_id, roster_stage = batch_id",
         *(
             stmt
             for view, table in STAGED.items()

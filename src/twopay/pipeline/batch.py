@@ -137,7 +137,8 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             batch_id = replacing if replacing is not None else int(latest or 0) + 1
             started = datetime.now().replace(microsecond=0)
             clear_uncommitted_stages(con)  # the rows of a run that never committed
-            stage = _Batch(con, ws, opts, rules, batch_id, replacing, lang, say)
+            roster_sha = next(i["sha256"] for i in inputs if i["role"] == "roster")
+            stage = _Batch(con, ws, opts, rules, batch_id, replacing, lang, say, roster_sha)
             try:
                 summary = stage.run(inputs, started, max_q, out_dir)
                 finished = datetime.now().replace(microsecond=0)
@@ -189,6 +190,7 @@ class _Batch:
         replacing: int | None,
         lang: str,
         say: Progress,
+        roster_sha256: str,
     ) -> None:
         self.con = con
         self.ws = ws
@@ -205,6 +207,29 @@ class _Batch:
         # (ledger.schema.STAGED) under this stage_id; the commit's batches row
         # names it, which is what puts them in the ledger
         self.stage_id = next_stage_id(con)
+        # The roster: read into this stage, or, when an earlier batch read the
+        # same file the same way (same bytes, --encoding, header aliases and
+        # twopay version), its records are this batch's too. A monthly roster
+        # of millions of records is then read and stored once, not monthly.
+        self.roster_key = hashlib.sha256(
+            json.dumps(
+                {
+                    "sha256": roster_sha256,
+                    "encoding": opts.encoding,
+                    "aliases": ws.settings.aliases,
+                    "twopay": __version__,
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        known = _q(
+            con,
+            "SELECT roster_stage, batch_id FROM batches WHERE roster_key = ? "
+            "ORDER BY batch_id DESC LIMIT 1",
+            [self.roster_key],
+        )
+        self.roster_from: int | None = int(known[0][1]) if known else None
+        self.roster_stage = int(known[0][0]) if known else self.stage_id
 
     def discard_stage(self) -> None:
         """A run that does not commit leaves no stage rows (best effort: a
@@ -261,12 +286,30 @@ class _Batch:
         )
 
         self.say("reading the roster")
+        con.execute("SET VARIABLE identity_today = ?::DATE", [self.opts.today])
+        if self.roster_from is None:
+            self._load_roster(workdir)
+        else:
+            self.say(f"the roster is batch {self.roster_from}'s: its records are reused")
+        # the readable records (quarantined ones go to q_rows)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP VIEW roster AS
+            SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
+                   category, valid_from, valid_to, bank_account, person_key, name_norm,
+                   line_number
+            FROM roster_rows WHERE stage_id = {self.roster_stage} AND q_code IS NULL
+            """
+        )
+        self._load_others(workdir)
+
+    def _load_roster(self, workdir: Path) -> None:
+        con, stage = self.con, self.stage_id
         loaded = self._load(self.opts.roster, ROSTER, "r_in0", workdir)
         con.execute(
             "CREATE OR REPLACE TEMP VIEW r_in AS SELECT line_number AS row_key, * FROM r_in0"
         )
         # the matching keys are computed as the records are written (spec 3)
-        con.execute("SET VARIABLE identity_today = ?::DATE", [self.opts.today])
         person_key, name_norm = roster_keys_sql()
         typed = validate.typed_roster_query("r_in", ROSTER, raw=loaded.raw_sql, typed=loaded.typed)
         con.execute(
@@ -280,16 +323,11 @@ class _Batch:
         )
         con.execute("DROP VIEW r_in")
         drop_loaded(con, "r_in0")
-        # the readable records (quarantined ones go to q_rows)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP VIEW roster AS
-            SELECT record_key, member_id, name, id_number, card_no, unit_code, unit_name,
-                   category, valid_from, valid_to, bank_account, person_key, name_norm,
-                   line_number
-            FROM roster_rows WHERE stage_id = {stage} AND q_code IS NULL
-            """
-        )
+        # the keys of IDs that NFKC had not reached (almost never any)
+        fix_roster_keys(con, "roster_rows", f"stage_id = {stage} AND q_code IS NULL")
+
+    def _load_others(self, workdir: Path) -> None:
+        con = self.con
         for kind, path, table in (
             (UNITS, self.opts.units, "units"),
             (ENROLLMENTS, self.opts.enrollments, "enrollments"),
@@ -343,10 +381,11 @@ class _Batch:
                    q_detail AS detail, raw, row_key
             FROM s_typed WHERE q_code IS NOT NULL
             UNION ALL
-            SELECT 'roster', source_file, line_number, q_code, q_detail, raw, NULL
+            SELECT 'roster', ?, line_number, q_code, q_detail, raw, NULL
             FROM roster_rows WHERE stage_id = ? AND q_code IS NOT NULL
             """,
-            [self.stage_id],
+            # a reused roster's rows are this batch's file's (the same bytes)
+            [self.opts.roster.name, self.roster_stage],
         )
         for table in ("units", "enrollments"):
             if _table_exists(con, f"{table}_typed"):
@@ -525,7 +564,6 @@ class _Batch:
     def identity(self) -> None:
         con = self.con
         self.say("matching identities")
-        fix_roster_keys(con, "roster_rows", f"stage_id = {self.stage_id} AND q_code IS NULL")
         con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
@@ -1090,19 +1128,21 @@ class _Batch:
         try:
             if self.replacing is not None:
                 # the replaced batch's stage rows, then every row naming it
+                # (its roster records go below, unless a batch still uses them)
                 for table in STAGED.values():
-                    con.execute(
-                        f"DELETE FROM {table} WHERE stage_id IN "
-                        "(SELECT stage_id FROM batches WHERE batch_id = ?)",
-                        [b],
-                    )
+                    if table != "roster_rows":
+                        con.execute(
+                            f"DELETE FROM {table} WHERE stage_id IN "
+                            "(SELECT stage_id FROM batches WHERE batch_id = ?)",
+                            [b],
+                        )
                 for table in batch_tables(con):
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [b])
             # this batch's large tables are in the ledger's stage tables already
             # (written as they were made): naming their stage_id here is what
             # commits them
             con.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     b,
                     self.opts.period,
@@ -1114,8 +1154,15 @@ class _Batch:
                     finished,
                     json.dumps(summary, ensure_ascii=False, sort_keys=True),
                     self.stage_id,
+                    self.roster_stage,
+                    self.roster_key,
                 ],
             )
+            if self.replacing is not None:
+                con.execute(
+                    "DELETE FROM roster_rows WHERE stage_id NOT IN "
+                    "(SELECT roster_stage FROM batches WHERE roster_stage IS NOT NULL)"
+                )
             con.execute(
                 f"INSERT INTO quarantine SELECT {b}, file_kind, source_file, line_number, "
                 "error_code, detail, raw FROM q_rows"
