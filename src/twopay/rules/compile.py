@@ -192,7 +192,9 @@ amounts AS (
     FROM ordered
 )
 SELECT
-    * EXCLUDE (ya, yb),
+    -- what the later steps do not read stays out of this wide copy of every line
+    * EXCLUDE (ya, yb, total_cost, self_pay_1, self_pay_2, out_of_pocket, orig_base_amount,
+               fkey, deductible, scope),
     CASE kind WHEN 'normal' THEN {computed_sql(rules, d)} ELSE 0 END AS computed,
     CASE WHEN kind <> 'normal' THEN 0
         WHEN scope = 'episode' THEN least(d_base, deductible)
