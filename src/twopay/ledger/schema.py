@@ -234,8 +234,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def clear_uncommitted_stages(con: duckdb.DuckDBPyConnection) -> None:
-    """Delete the input rows of runs that did not commit (their batches row
-    was never written): a run killed, or refused, after reading its files."""
+    """Delete the stage rows of runs that did not commit (no batches row
+    names their stage): a run killed, or one that could not delete its own."""
     for table in STAGED.values():
         con.execute(
             f"DELETE FROM {table} WHERE stage_id NOT IN (SELECT {stage_column(table)} "
@@ -250,9 +250,8 @@ def stage_column(table: str) -> str:
 
 
 def next_stage_id(con: duckdb.DuckDBPyConnection) -> int:
-    """A stage_id no batch and no input row has used."""
+    """A stage_id no batch and no stage row has used."""
     maxima = ", ".join(f"(SELECT max(stage_id) FROM {t})" for t in ("batches", *STAGED.values()))
-
     row = con.execute(f"SELECT coalesce(greatest({maxima}), 0) + 1").fetchall()
     return int(row[0][0])
 
