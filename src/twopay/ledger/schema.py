@@ -234,8 +234,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def clear_uncommitted_stages(con: duckdb.DuckDBPyConnection) -> None:
-    """Delete the stage rows of runs that did not commit (no batches row
-    names their stage): a run killed, or one that could not delete its own."""
+    """Delete the stage rows that no batches row names: those of a run that
+    did not commit (killed, or unable to delete its own), and, inside a
+    replacing commit, those of the batch it replaces."""
     for table in STAGED.values():
         con.execute(
             f"DELETE FROM {table} WHERE stage_id NOT IN (SELECT {stage_column(table)} "

@@ -1127,15 +1127,8 @@ class _Batch:
         con.execute("BEGIN TRANSACTION")
         try:
             if self.replacing is not None:
-                # the replaced batch's stage rows, then every row naming it
-                # (its roster records go below, unless a batch still uses them)
-                for table in STAGED.values():
-                    if table != "roster_rows":
-                        con.execute(
-                            f"DELETE FROM {table} WHERE stage_id IN "
-                            "(SELECT stage_id FROM batches WHERE batch_id = ?)",
-                            [b],
-                        )
+                # every row naming the replaced batch (its batches row too);
+                # its stage rows go below, once no batch names them
                 for table in batch_tables(con):
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [b])
             # this batch's large tables are in the ledger's stage tables already
@@ -1159,10 +1152,9 @@ class _Batch:
                 ],
             )
             if self.replacing is not None:
-                con.execute(
-                    "DELETE FROM roster_rows WHERE stage_id NOT IN "
-                    "(SELECT roster_stage FROM batches WHERE roster_stage IS NOT NULL)"
-                )
+                # the replaced batch's stage rows (its roster records only when
+                # no batch still uses them)
+                clear_uncommitted_stages(con)
             con.execute(
                 f"INSERT INTO quarantine SELECT {b}, file_kind, source_file, line_number, "
                 "error_code, detail, raw FROM q_rows"
