@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 
 from oracle import closing_balances, oracle_adjudicate
 from twopay.ledger.tables import drop_temporaries, insert_rows
-from twopay.rules.engine import adjudicate
+from twopay.rules.compile import all_sql
+from twopay.rules.dialect import DIALECT
+from twopay.rules.engine import WALK_CHUNK_ROWS, adjudicate, load_params
 from twopay.rules.loader import LoadedVersion, RuleSet
 from twopay.rules.models import RuleVersion
 
@@ -135,7 +137,12 @@ def _connection() -> duckdb.DuckDBPyConnection:
     return duckdb.connect()
 
 
-def engine_adjudicate(rules: RuleSet, lines: list[dict], opening: list[dict]) -> dict[int, dict]:
+def engine_adjudicate(
+    rules: RuleSet,
+    lines: list[dict],
+    opening: list[dict],
+    walk_chunk_rows: int = WALK_CHUNK_ROWS,
+) -> dict[int, dict]:
     """Run twopay.rules.engine.adjudicate on an empty in-memory DuckDB."""
     con = _connection()
     try:
@@ -143,14 +150,19 @@ def engine_adjudicate(rules: RuleSet, lines: list[dict], opening: list[dict]) ->
             con.execute(ddl)
         insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
         insert_rows(con, "adj_opening", [tuple(o[c] for c in OPENING_COLUMNS) for o in opening])
-        adjudicate(con, rules)
+        adjudicate(con, rules, walk_chunk_rows)
         rows = con.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM adj_result").fetchall()
     finally:
         drop_temporaries(con)
     return {row[0]: dict(zip(RESULT_COLUMNS, row, strict=True)) for row in rows}
 
 
-IMPLEMENTATIONS = {"oracle": oracle_adjudicate, "engine": engine_adjudicate}
+IMPLEMENTATIONS = {
+    "oracle": oracle_adjudicate,
+    "engine": engine_adjudicate,
+    # every group where a cap binds walked by a recursive CTE of its own
+    "engine-chunked": functools.partial(engine_adjudicate, walk_chunk_rows=1),
+}
 
 
 def differences(lines: list[dict], got: dict[int, dict], want: dict[int, dict]) -> list[str]:
@@ -665,6 +677,57 @@ def test_engine_and_oracle_agree_on_the_hand_cases() -> None:
     assert differences(lines, got, want) == []
 
 
+def test_the_walk_starts_at_each_groups_first_binding_line_in_chunks_of_bounded_size() -> None:
+    """What the chunked walk is handed: only the groups where a cap binds, each
+    from its first binding line; chunk k holds the groups whose walk starts
+    within lines [k * walk_chunk_rows, (k + 1) * walk_chunk_rows) of the
+    residue, so a chunk is at most walk_chunk_rows lines plus one group."""
+    rules = ruleset(version(outpatient={"ratio": "0.5", "annual_cap": 1000}))
+    lines = [
+        # p1: binds on its 2nd line (600 + 600 > 1000); three lines to walk
+        line(1, "2024-01-10", "outpatient", "1200"),
+        line(2, "2024-02-10", "outpatient", "1200"),
+        line(3, "2024-03-10", "outpatient", "100"),
+        line(4, "2024-04-10", "outpatient", "100"),
+        # p2: never binds, not walked
+        line(5, "2024-01-10", "outpatient", "100", person="p2"),
+        # p3, p4: bind on their first line
+        line(6, "2024-01-10", "outpatient", "3000", person="p3"),
+        line(7, "2024-01-10", "outpatient", "3000", person="p4"),
+        line(8, "2024-02-10", "outpatient", "10", person="p4"),
+    ]
+
+    def walked(chunk_rows: int) -> tuple[list[tuple], list[tuple]]:
+        con = duckdb.connect()
+        for ddl in CONTRACT_DDL:
+            con.execute(ddl)
+        insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
+        for stmt in DIALECT.setup_sql():
+            con.execute(stmt)
+        load_params(con, rules)
+        for name, sql in all_sql(rules):
+            if name == "adj_walked":
+                break
+            con.execute(sql, {"chunk_rows": chunk_rows} if name == "adj_residue" else None)
+        starts = con.execute(
+            "SELECT grp, chunk, rn, paid_out FROM adj_walk_start ORDER BY grp"
+        ).fetchall()
+        walk = con.execute(
+            "SELECT chunk, line_key FROM adj_residue WHERE rn >= first_rn ORDER BY line_key"
+        ).fetchall()
+        return starts, walk
+
+    starts, walk = walked(3)
+    # p1 starts after its first line (600 paid), p3 and p4 at their first
+    assert starts == [(1, 0, 1, D("600.00")), (2, 1, 0, D(0)), (3, 1, 0, D(0))]
+    assert walk == [(0, 2), (0, 3), (0, 4), (1, 6), (1, 7), (1, 8)]
+    starts, walk = walked(1)
+    # the groups start at residue lines 0, 3 and 4
+    assert [s[1] for s in starts] == [0, 3, 4]
+    starts, walk = walked(WALK_CHUNK_ROWS)
+    assert {c for c, _ in walk} == {0}
+
+
 # -- hypothesis strategies -----------------------------------------------------------
 
 FIRST_DAY = date(2023, 1, 1)
@@ -856,6 +919,9 @@ def random_openings(draw: st.DrawFn, lines: list[dict]) -> list[dict]:
 
 # -- properties --------------------------------------------------------------------
 
+# how many lines one recursive CTE walks: one group at a time, a few, or all
+walk_chunk_rows = st.sampled_from([1, 2, 7, WALK_CHUNK_ROWS])
+
 
 def assert_same(lines: list[dict], got: dict[int, dict], want: dict[int, dict]) -> None:
     for r in want.values():  # what the examples exercised (--hypothesis-show-statistics)
@@ -872,11 +938,12 @@ def assert_same(lines: list[dict], got: dict[int, dict], want: dict[int, dict]) 
 @given(data=st.data())
 def test_engine_matches_oracle(data: st.DataObject) -> None:
     rules = data.draw(rule_sets(), label="rules")
+    chunk = data.draw(walk_chunk_rows, label="walk chunk rows")
     # batch 1: random lines over random opening balances
     first = data.draw(normal_lines(rules, first_key=1), label="batch 1")
     opening = data.draw(random_openings(first), label="opening")
     want1 = oracle_adjudicate(rules, first, opening)
-    assert_same(first, engine_adjudicate(rules, first, opening), want1)
+    assert_same(first, engine_adjudicate(rules, first, opening, chunk), want1)
     # batch 2: new lines and reversals of batch 1's lines, over batch 1's closing
     new = data.draw(normal_lines(rules, first_key=1000), label="batch 2")
     backs = data.draw(clawbacks(first, want1, first_key=5000), label="clawbacks")
@@ -884,7 +951,7 @@ def test_engine_matches_oracle(data: st.DataObject) -> None:
     opening2 = closing_balances(opening, want1, first)
     assert_same(
         second,
-        engine_adjudicate(rules, second, opening2),
+        engine_adjudicate(rules, second, opening2, chunk),
         oracle_adjudicate(rules, second, opening2),
     )
 
@@ -916,6 +983,7 @@ def test_monthly_batches_equal_one_batch(data: st.DataObject) -> None:
         label="clawbacks",
     )
     whole = engine_adjudicate(rules, rest, opening)
+    chunk = data.draw(walk_chunk_rows, label="walk chunk rows (monthly)")
 
     by_month: dict[tuple[int, int], list[dict]] = defaultdict(list)
     for ln in rest:
@@ -924,7 +992,7 @@ def test_monthly_batches_equal_one_batch(data: st.DataObject) -> None:
     balance = opening
     for month in sorted(by_month):
         batch = by_month[month]
-        results = engine_adjudicate(rules, batch, balance)
+        results = engine_adjudicate(rules, batch, balance, chunk)
         piecewise.update(results)
         balance = closing_balances(balance, results, batch)
     diffs = differences(rest, piecewise, whole)

@@ -16,7 +16,10 @@ How the sequential definition becomes set-based:
 * the groups where some cap binds are walked line by line with a recursive
   CTE, all such groups at once (iteration k handles the k-th line of every
   group), so the sequential part is still set-based and touches only the
-  residue.
+  residue. A group is walked from its first binding line (the lines before it
+  are exact, by the same induction), and the groups go in chunks of bounded
+  size: a recursive CTE's working set is held in memory, and the groups are
+  independent, so chunking changes no result.
 """
 
 from __future__ import annotations
@@ -254,37 +257,100 @@ FROM running
 
 
 def residue_sql() -> str:
-    """The lines of the groups where some cap binds, with every column the walk
-    reads (the residue: small, so the wide join is cheap here)."""
+    """The lines of the groups where some cap binds: only the columns the walk
+    reads, each group numbered (``grp``) and given to a ``chunk`` of at most
+    about ``$chunk_rows`` lines to walk. ``first_rn`` is the group's first
+    line where a cap binds: the lines before it are exact from the window
+    sums (no cap bound yet), so the walk starts there."""
     return """
 CREATE OR REPLACE TEMP TABLE adj_residue AS
-SELECT p.*, s.* EXCLUDE (rid)
-FROM adj_prepared AS p JOIN adj_steps AS s ON p.rowid = s.rid
-WHERE (p.person_key, p.scheme, p.plan_year) IN (
-    SELECT (b.person_key, b.scheme, b.plan_year)
-    FROM adj_prepared AS b JOIN adj_steps AS t ON b.rowid = t.rid
-    WHERE t.binds)
+WITH bound AS (
+    SELECT p.person_key, p.scheme, p.plan_year, min(p.rn) AS first_rn
+    FROM adj_steps AS s JOIN adj_prepared AS p ON p.rowid = s.rid
+    WHERE s.binds
+    GROUP BY p.person_key, p.scheme, p.plan_year
+),
+lines AS (
+    SELECT
+        p.person_key, p.scheme, p.plan_year, b.first_rn, p.rn, p.line_key,
+        p.visit_type, p.kind, p.type_cap, p.scheme_cap, p.days_asked, p.max_days, p.per_day,
+        p.open_paid_outpatient, p.open_paid_inpatient, p.open_paid_total, p.open_days,
+        s.d_ratio, s.d_days, s.d_allowance
+    FROM adj_prepared AS p
+    JOIN bound AS b USING (person_key, scheme, plan_year)
+    JOIN adj_steps AS s ON p.rowid = s.rid
+),
+groups AS (
+    SELECT person_key, scheme, plan_year, count(*) FILTER (WHERE rn >= first_rn) AS walk_rows
+    FROM lines
+    GROUP BY person_key, scheme, plan_year
+),
+chunked AS (
+    SELECT
+        person_key, scheme, plan_year,
+        row_number() OVER by_group AS grp,
+        (sum(walk_rows) OVER by_group - walk_rows) // $chunk_rows AS chunk
+    FROM groups
+    WINDOW by_group AS (ORDER BY person_key, scheme, plan_year ROWS UNBOUNDED PRECEDING)
+)
+SELECT c.grp, c.chunk, l.* EXCLUDE (person_key, scheme, plan_year)
+FROM lines AS l JOIN chunked AS c USING (person_key, scheme, plan_year)
+"""
+
+
+def walk_start_sql(d: DuckDBDialect = DIALECT) -> str:
+    """Each residue group's accumulators just before its first binding line:
+    the opening balance plus the (exact) amounts of the lines before it."""
+    money = d.money_fn
+    before = "rn < first_rn"
+    return f"""
+CREATE OR REPLACE TEMP TABLE adj_walk_start AS
+SELECT
+    grp, any_value(chunk) AS chunk, any_value(first_rn) - 1 AS rn,
+    {money}(any_value(open_paid_outpatient) + coalesce(
+        sum(d_ratio) FILTER (WHERE {before} AND visit_type = 'outpatient'), 0)) AS paid_out,
+    {money}(any_value(open_paid_inpatient) + coalesce(
+        sum(d_ratio) FILTER (WHERE {before} AND visit_type = 'inpatient'), 0)) AS paid_in,
+    {money}(any_value(open_paid_total) + coalesce(
+        sum(d_ratio + d_allowance) FILTER (WHERE {before}), 0)) AS paid_total,
+    CAST(any_value(open_days) + coalesce(sum(d_days) FILTER (WHERE {before}), 0) AS INTEGER)
+        AS days
+FROM adj_residue
+GROUP BY grp
+"""
+
+
+def walked_ddl(d: DuckDBDialect = DIALECT) -> str:
+    m = d.money_type
+    return f"""
+CREATE OR REPLACE TEMP TABLE adj_walked (
+    line_key BIGINT, ratio_part {m}, allowance {m}, allowance_days INTEGER,
+    paid_type_before {m}, paid_total_before {m}, days_before INTEGER)
 """
 
 
 def walk_sql(d: DuckDBDialect = DIALECT) -> str:
-    """The sequential definition, run over the groups where a cap binds."""
+    """The sequential definition, run over the groups where a cap binds, from
+    each group's first binding line; once per chunk (``$chunk`` = 0, 1, ...):
+    the groups are independent, and a chunk bounds what the recursive CTE
+    holds in memory (its working set is not spilled)."""
     money = d.money_fn
     return f"""
-CREATE OR REPLACE TEMP TABLE adj_walked AS
-{d.recursive_with()} residue AS (SELECT * FROM adj_residue),
-walk(person_key, scheme, plan_year, rn, line_key,
-     paid_out, paid_in, paid_total, days,
+INSERT INTO adj_walked
+{d.recursive_with()} residue AS (
+    SELECT * FROM adj_residue WHERE chunk = $chunk AND rn >= first_rn
+),
+walk(grp, rn, line_key, paid_out, paid_in, paid_total, days,
      ratio_part, allowance, allowance_days,
      paid_type_before, paid_total_before, days_before) AS (
-    SELECT DISTINCT person_key, scheme, plan_year, 0::BIGINT, NULL::BIGINT,
-        open_paid_outpatient, open_paid_inpatient, open_paid_total, open_days,
+    SELECT grp, rn, NULL::BIGINT, paid_out, paid_in, paid_total, days,
         NULL::{d.money_type}, NULL::{d.money_type}, NULL::INTEGER,
         NULL::{d.money_type}, NULL::{d.money_type}, NULL::INTEGER
-    FROM residue
+    FROM adj_walk_start
+    WHERE chunk = $chunk
     UNION ALL
     SELECT
-        person_key, scheme, plan_year, rn, line_key,
+        grp, rn, line_key,
         paid_out + CASE visit_type WHEN 'outpatient' THEN step_ratio ELSE 0 END,
         paid_in + CASE visit_type WHEN 'inpatient' THEN step_ratio ELSE 0 END,
         paid_total + step_ratio + step_allowance,
@@ -311,12 +377,13 @@ walk(person_key, scheme, plan_year, rn, line_key,
                         r.scheme_cap - w.paid_total - step_ratio)))
                 ELSE r.d_allowance END AS step_allowance
         FROM walk AS w
-        JOIN residue AS r
-            ON r.person_key = w.person_key AND r.scheme = w.scheme
-            AND r.plan_year = w.plan_year AND r.rn = w.rn + 1
+        JOIN residue AS r ON r.grp = w.grp AND r.rn = w.rn + 1
     )
 )
-SELECT * FROM walk WHERE line_key IS NOT NULL
+SELECT line_key, ratio_part, allowance, allowance_days,
+    paid_type_before, paid_total_before, days_before
+FROM walk
+WHERE line_key IS NOT NULL
 """
 
 
@@ -377,6 +444,8 @@ def all_sql(rules: RuleSet, d: DuckDBDialect = DIALECT) -> list[tuple[str, str]]
         ("adj_prepared", prepared_sql(rules, d)),
         ("adj_steps", step_sql(d)),
         ("adj_residue", residue_sql()),
-        ("adj_walked", walk_sql(d)),
+        ("adj_walk_start", walk_start_sql(d)),
+        ("adj_walked", walked_ddl(d)),
+        ("adj_walk_chunk", walk_sql(d)),
         ("adj_result", result_sql(d)),
     ]

@@ -70,7 +70,17 @@ def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     insert_rows(con, "adj_params", rows)
 
 
-def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
+# At most about this many lines are walked by one recursive CTE (see
+# compile.walk_sql): ~100 MB of DuckDB memory. A month's residue is one chunk;
+# a year in one batch is tens of them.
+WALK_CHUNK_ROWS = 500_000
+
+
+def adjudicate(
+    con: duckdb.DuckDBPyConnection, rules: RuleSet, walk_chunk_rows: int = WALK_CHUNK_ROWS
+) -> None:
+    if walk_chunk_rows < 1:
+        raise ValueError(f"walk_chunk_rows must be at least 1, not {walk_chunk_rows}")
     for stmt in DIALECT.setup_sql():
         con.execute(stmt)
     con.execute(LINES_DDL)
@@ -80,9 +90,16 @@ def adjudicate(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     # is made); the steps' tables go once adj_result has read them
     done_with = {
         "adj_prepared": ("adj_lines",),
-        "adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walked"),
+        "adj_result": ("adj_prepared", "adj_steps", "adj_residue", "adj_walk_start", "adj_walked"),
     }
     for name, sql in all_sql(rules):
-        con.execute(sql)
+        if name == "adj_residue":
+            con.execute(sql, {"chunk_rows": walk_chunk_rows})
+        elif name == "adj_walk_chunk":
+            chunks = con.execute("SELECT DISTINCT chunk FROM adj_walk_start ORDER BY 1").fetchall()
+            for (chunk,) in chunks:
+                con.execute(sql, {"chunk": chunk})
+        else:
+            con.execute(sql)
         for table in done_with.get(name, ()):
             con.execute(f"DROP TABLE IF EXISTS {table}")
