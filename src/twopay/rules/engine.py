@@ -70,9 +70,10 @@ def load_params(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     insert_rows(con, "adj_params", rows)
 
 
-# At most about this many lines are walked by one recursive CTE (see
-# compile.walk_sql): ~100 MB of DuckDB memory. A month's residue is one chunk;
-# a year in one batch is tens of them.
+# About this many lines are walked by one recursive CTE, whose working set
+# DuckDB keeps in memory (see compile.walk_sql). A month's residue is usually
+# one chunk; benchmarks/bench_engine.py walks 30M lines (6.6M of them capped)
+# under memory_limit 500MB this way.
 WALK_CHUNK_ROWS = 500_000
 
 
