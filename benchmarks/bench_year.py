@@ -17,10 +17,12 @@ import argparse
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 from bench_run import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
@@ -89,24 +91,35 @@ def main() -> None:
     watcher.start()
     stages: list[tuple[str, float]] = []
     start = time.perf_counter()
-    result = run_batch(
-        ws,
-        RunOptions(
-            period=f"{YEAR}-12",
-            settlements=files,
-            roster=data / "roster.parquet",
-            units=data / "units.parquet",
-            max_quarantine_rate=1.0,
-        ),
-        progress=lambda msg: stages.append((msg, time.perf_counter())),
-    )
+    try:
+        result = run_batch(
+            ws,
+            RunOptions(
+                period=f"{YEAR}-12",
+                settlements=files,
+                roster=data / "roster.parquet",
+                units=data / "units.parquet",
+                max_quarantine_rate=1.0,
+            ),
+            progress=lambda msg: stages.append((msg, time.perf_counter())),
+        )
+    except duckdb.OutOfMemoryException as exc:
+        result = None
+        failure = str(exc).splitlines()[0]
     wall = time.perf_counter() - start
     done.set()
     watcher.join()
-    balance = result.summary["balance"]  # type: ignore[index]
     marks = [*stages, ("end", start + wall)]
     for (name, t0), (_next, t1) in zip(marks, marks[1:], strict=False):
         print(f"  {name:44} {t1 - t0:8.1f} s")
+    if result is None:
+        print(
+            f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}: "
+            f"FAILED after {wall:.1f} s in {stages[-1][0]!r} ({failure}); peak RSS "
+            f"{peak_rss_mb():,.0f} MB, spilled at most {spilled[0] / 2**30:.1f} GB"
+        )
+        sys.exit(1)
+    balance = result.summary["balance"]  # type: ignore[index]
     print(
         f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}: "
         f"{wall:.1f} s, {args.settlements / wall:,.0f} rows/s, peak RSS {peak_rss_mb():,.0f} MB, "
