@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--settlements", type=int, default=60_000_000)
     ap.add_argument("--members", type=int, default=4_000_000)
     ap.add_argument("--memory-limit", default="1GB")
+    ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (0: every core)")
     ap.add_argument("--work", type=Path, default=HERE / "out" / "year")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -73,11 +74,10 @@ def main() -> None:
     shutil.rmtree(ws_root, ignore_errors=True)
     init_workspace(ws_root)
     cfg = ws_root / "twopay.toml"
-    cfg.write_text(
-        re.sub(
-            r'(?m)^memory_limit = "[^"]*"', f'memory_limit = "{args.memory_limit}"', cfg.read_text()
-        )
+    text = re.sub(
+        r'(?m)^memory_limit = "[^"]*"', f'memory_limit = "{args.memory_limit}"', cfg.read_text()
     )
+    cfg.write_text(re.sub(r"(?m)^threads = \d+", f"threads = {args.threads}", text))
     ws = open_workspace(ws_root)
 
     spilled = [0]
@@ -114,15 +114,15 @@ def main() -> None:
         print(f"  {name:44} {t1 - t0:8.1f} s")
     if result is None:
         print(
-            f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}: "
-            f"FAILED after {wall:.1f} s in {stages[-1][0]!r} ({failure}); peak RSS "
+            f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}"
+            f" (threads: {args.threads or 'all'}): FAILED after {wall:.1f} s in {stages[-1][0]!r} ({failure}); peak RSS "
             f"{peak_rss_mb():,.0f} MB, spilled at most {spilled[0] / 2**30:.1f} GB"
         )
         sys.exit(1)
     balance = result.summary["balance"]  # type: ignore[index]
     print(
-        f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}: "
-        f"{wall:.1f} s, {args.settlements / wall:,.0f} rows/s, peak RSS {peak_rss_mb():,.0f} MB, "
+        f"{args.settlements:,} rows in one batch under memory_limit {args.memory_limit}"
+        f" (threads: {args.threads or 'all'}): {wall:.1f} s, {args.settlements / wall:,.0f} rows/s, peak RSS {peak_rss_mb():,.0f} MB, "
         f"spilled at most {spilled[0] / 2**30:.1f} GB, ledger "
         f"{(ws_root / 'twopay.duckdb').stat().st_size / 2**30:.1f} GB, "
         f"books balance: {balance['balanced']} ({balance['rows_in']:,} rows in)"  # type: ignore[index]
