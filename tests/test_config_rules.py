@@ -8,10 +8,22 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from helpers import cli
 from oracle import oracle_adjudicate
-from test_engine_oracle import engine_adjudicate
+from test_engine_oracle import (
+    CONTRACT_DDL,
+    LINE_COLUMNS,
+    RESULT_COLUMNS,
+    engine_adjudicate,
+    line,
+)
+from twopay.ledger.tables import insert_rows
+from twopay.rules.compile import all_sql
+from twopay.rules.dialect import DIALECT
+from twopay.rules.engine import load_params
 from twopay.rules.loader import RuleSet, load_rules
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "config" / "rules"
@@ -151,3 +163,44 @@ def test_bj_inservice_worked_year(shipped: RuleSet, run) -> None:
     r = run(shipped, lines, [])
     assert [r[k]["payout"] for k in (1, 2, 3)] == [D("0"), D("600.01"), D("11000")]
     assert {r[k]["rule_version"] for k in r} == {"2018"}
+
+
+def test_rules_sql_prints_what_the_engine_runs(shipped: RuleSet) -> None:
+    """`twopay rules sql` is the engine's SQL: replayed statement by statement
+    (each group where a cap binds walked in a chunk of its own), it gives the
+    engine's results to the fen."""
+    result = cli("rules", "sql", RULES_DIR)
+    assert result.exit_code == 0, result.output
+    statements = duckdb.extract_statements(result.output)
+    names = [re.search(r"(?m)^-- (adj_\w+)$", s.query).group(1) for s in statements]  # type: ignore[union-attr]
+    assert names == [name for name, _ in all_sql(shipped)]
+
+    lines = [  # p1's outpatient year crosses its 20000 cap on the third line
+        line(1, "2024-01-10", "outpatient", "15000", scheme="bj-inservice"),
+        line(2, "2024-02-10", "outpatient", "15000", scheme="bj-inservice"),
+        line(3, "2024-03-10", "outpatient", "15000", scheme="bj-inservice"),
+        line(4, "2024-04-10", "outpatient", "15000", scheme="bj-inservice"),
+        line(5, "2024-01-10", "outpatient", "3000", scheme="bj-inservice", person="p2"),
+        line(6, "2024-02-10", "outpatient", "45000", scheme="bj-inservice", person="p3"),
+        line(7, "2024-05-10", "inpatient", "90000", scheme="bj-inservice", person="p3"),
+    ]
+    con = duckdb.connect()
+    for ddl in CONTRACT_DDL:
+        con.execute(ddl)
+    insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
+    for stmt in DIALECT.setup_sql():
+        con.execute(stmt)
+    load_params(con, shipped)
+    for name, stmt in zip(names, statements, strict=True):
+        if name == "adj_walk_chunk":
+            chunks = con.execute("SELECT DISTINCT chunk FROM adj_walk_start").fetchall()
+            assert len(chunks) == 2  # p1 and p3
+            for (chunk,) in chunks:
+                con.execute(stmt.query, {"chunk": chunk})
+        else:
+            con.execute(stmt.query, {"chunk_rows": 1} if stmt.named_parameters else None)
+    cols = ", ".join(RESULT_COLUMNS)
+    replayed = con.execute(f"SELECT {cols} FROM adj_result ORDER BY line_key").fetchall()
+    engine = engine_adjudicate(shipped, lines, [])
+    assert replayed == [tuple(engine[k][c] for c in RESULT_COLUMNS) for k in sorted(engine)]
+    assert [engine[k]["note"] for k in (3, 4, 6)] == ["cap_reached"] * 3

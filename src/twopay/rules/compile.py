@@ -263,6 +263,7 @@ def residue_sql() -> str:
     line where a cap binds: the lines before it are exact from the window
     sums (no cap bound yet), so the walk starts there."""
     return """
+-- $chunk_rows: about how many lines one recursive CTE walks (engine.WALK_CHUNK_ROWS)
 CREATE OR REPLACE TEMP TABLE adj_residue AS
 WITH bound AS (
     SELECT p.person_key, p.scheme, p.plan_year, min(p.rn) AS first_rn
@@ -336,6 +337,7 @@ def walk_sql(d: DuckDBDialect = DIALECT) -> str:
     holds in memory (its working set is not spilled)."""
     money = d.money_fn
     return f"""
+-- run once per chunk: $chunk is each value of adj_walk_start.chunk
 INSERT INTO adj_walked
 {d.recursive_with()} residue AS (
     SELECT * FROM adj_residue WHERE chunk = $chunk AND rn >= first_rn
