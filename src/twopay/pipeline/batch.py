@@ -651,7 +651,9 @@ class _Batch:
                 JOIN ovr o ON o.settlement_id = w.settlement_id AND o.decision = 'accept'
                 JOIN roster r ON r.member_id = o.member_id
             )
-            SELECT w.* EXCLUDE (wid), i.id_norm, i.id_problem,
+            -- what eligibility reads: not the ID number and name as given,
+            -- which identity has done with (at a year in one batch, GBs)
+            SELECT w.* EXCLUDE (wid, id_number, name),
                 CASE WHEN o.decision = 'accept' THEN 'override'
                      WHEN o.decision = 'reject' THEN
                         CASE WHEN i.outcome IN ('probable_name_typo', 'name_mismatch',
@@ -682,8 +684,7 @@ class _Batch:
                     'was', json(coalesce(
                         i.evidence, {exact_evidence_sql("i.roster_member", "i.record_key")}))
                 )::VARCHAR ELSE i.evidence END AS evidence,
-                i.roster_member AS id_member, i.record_key AS id_record,
-                o.decision AS override_decision
+                i.roster_member AS id_member, i.record_key AS id_record
             FROM work w
             JOIN id_result i ON i.row_key = w.wid
             LEFT JOIN ovr o ON o.settlement_id = w.settlement_id

@@ -237,7 +237,7 @@ def check(
         -- roster record only for an identified row (a held row's record_key
         -- names its candidate, who is not checked)
         m AS (
-            SELECT i.* EXCLUDE (id_number, name, id_norm, id_problem, override_decision),
+            SELECT i.*,
                    coalesce({identified}, false) AS identified,
                    r.member_id, r.unit_code, r.category, r.valid_from, r.valid_to,
                    coalesce(rt.run_start, r.valid_from) AS run_start,
