@@ -14,16 +14,12 @@ import pytest
 from helpers import cli
 from oracle import oracle_adjudicate
 from test_engine_oracle import (
-    CONTRACT_DDL,
-    LINE_COLUMNS,
     RESULT_COLUMNS,
+    compiled_steps_connection,
     engine_adjudicate,
     line,
 )
-from twopay.ledger.tables import insert_rows
 from twopay.rules.compile import all_sql
-from twopay.rules.dialect import DIALECT
-from twopay.rules.engine import load_params
 from twopay.rules.loader import RuleSet, load_rules
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "config" / "rules"
@@ -184,13 +180,7 @@ def test_rules_sql_prints_what_the_engine_runs(shipped: RuleSet) -> None:
         line(6, "2024-02-10", "outpatient", "45000", scheme="bj-inservice", person="p3"),
         line(7, "2024-05-10", "inpatient", "90000", scheme="bj-inservice", person="p3"),
     ]
-    con = duckdb.connect()
-    for ddl in CONTRACT_DDL:
-        con.execute(ddl)
-    insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
-    for stmt in DIALECT.setup_sql():
-        con.execute(stmt)
-    load_params(con, shipped)
+    con = compiled_steps_connection(shipped, lines)
     for name, stmt in zip(names, statements, strict=True):
         if name == "adj_walk_chunk":
             chunks = con.execute("SELECT DISTINCT chunk FROM adj_walk_start").fetchall()

@@ -157,6 +157,19 @@ def engine_adjudicate(
     return {row[0]: dict(zip(RESULT_COLUMNS, row, strict=True)) for row in rows}
 
 
+def compiled_steps_connection(rules: RuleSet, lines: list[dict]) -> duckdb.DuckDBPyConnection:
+    """A fresh DuckDB holding the contract tables, the lines and the rule
+    parameters: ready for compile.all_sql's steps, run one by one."""
+    con = duckdb.connect()
+    for ddl in CONTRACT_DDL:
+        con.execute(ddl)
+    insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
+    for stmt in DIALECT.setup_sql():
+        con.execute(stmt)
+    load_params(con, rules)
+    return con
+
+
 IMPLEMENTATIONS = {
     "oracle": oracle_adjudicate,
     "engine": engine_adjudicate,
@@ -698,13 +711,7 @@ def test_the_walk_starts_at_each_groups_first_binding_line_in_chunks_of_bounded_
     ]
 
     def walked(chunk_rows: int) -> tuple[list[tuple], list[tuple]]:
-        con = duckdb.connect()
-        for ddl in CONTRACT_DDL:
-            con.execute(ddl)
-        insert_rows(con, "adj_lines", [tuple(ln.get(c) for c in LINE_COLUMNS) for ln in lines])
-        for stmt in DIALECT.setup_sql():
-            con.execute(stmt)
-        load_params(con, rules)
+        con = compiled_steps_connection(rules, lines)
         for name, sql in all_sql(rules):
             if name == "adj_walked":
                 break
