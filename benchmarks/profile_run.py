@@ -26,16 +26,25 @@ from twopay.pipeline.batch import RunOptions, run_batch
 class TimedConnection:
     """A DuckDB connection whose execute calls are timed into ``log``."""
 
-    def __init__(self, con: object, log: list[tuple[float, str, str]]) -> None:
+    def __init__(
+        self, con: object, log: list[tuple[float, str, str]], explain: str | None = None
+    ) -> None:
         self._con = con
         self._log = log
+        self._explain = re.compile(explain) if explain else None
 
     def execute(self, sql: str, *args: object, **kwargs: object) -> object:
+        text = " ".join(sql.split())
+        if self._explain and self._explain.search(text) and text.startswith(("CREATE", "INSERT")):
+            # EXPLAIN ANALYZE runs the statement too: its operators' times are printed
+            plan = self._con.execute("EXPLAIN ANALYZE " + sql, *args, **kwargs)  # type: ignore[attr-defined]
+            print(f"=== {text[:100]}\n{plan.fetchall()[0][1]}")
+            self._log.append((0.0, "EXPLAINED", text[:90]))
+            return self._con  # a DDL/DML statement has no rows to fetch
         start = time.perf_counter()
         result = self._con.execute(sql, *args, **kwargs)  # type: ignore[attr-defined]
         caller = traceback.extract_stack(limit=3)[-2]
         where = f"{Path(caller.filename).name}:{caller.lineno}"
-        text = " ".join(sql.split())
         spill = ""
         if text.startswith(("CREATE", "INSERT")):
             # what DuckDB has spilled to its temp files after the statement
@@ -62,6 +71,11 @@ def main() -> None:
     )
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument(
+        "--explain",
+        metavar="REGEX",
+        help="print EXPLAIN ANALYZE (operator times) of the CREATE/INSERT statements matching this",
+    )
+    ap.add_argument(
         "--memory-limit",
         default=None,
         help="DuckDB memory_limit for this run (default: twopay.toml's)",
@@ -69,7 +83,9 @@ def main() -> None:
     args = ap.parse_args()
     log: list[tuple[float, str, str]] = []
     connect = wsmod.Workspace.connect
-    wsmod.Workspace.connect = lambda self, *a, **k: TimedConnection(connect(self, *a, **k), log)  # type: ignore[assignment,method-assign,return-value]
+    wsmod.Workspace.connect = lambda self, *a, **k: TimedConnection(
+        connect(self, *a, **k), log, args.explain
+    )  # type: ignore[assignment,method-assign,return-value]
     if args.work.exists():
         shutil.rmtree(args.work)
     init_workspace(args.work)
