@@ -177,3 +177,23 @@ def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Pat
     assert "ran out of memory" in result.output and "[duckdb] memory_limit" in result.output
     assert "Traceback" not in result.output
     assert batches(ws) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [("settlements[jan].csv", "a,b"), ("settlements.csv", "[/],b"), ("[bold]x.csv", "[red]a,b")],
+)
+def test_brackets_in_a_file_name_or_header_are_printed_as_they_are(
+    tmp_path: Path, name: str, header: str
+) -> None:
+    """The error quotes file names and headers from the inputs: square
+    brackets in them are text, not rich markup (which ate "[jan]" and, on
+    "[/]", raised: a traceback instead of the sentence)."""
+    ws = init_workspace(tmp_path / "ws")
+    path = tmp_path / name
+    path.write_text(f"{header}\n1,2\n", encoding="utf-8")
+    result = cli("run", "-w", ws, "--period", "2024-01", "--settlements", path, "--roster", ROSTER)
+    assert result.exit_code == 2, result.output
+    error = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in result.output, result.output
+    assert name in error[0] and header.replace(",", ", ") in error[0], error[0]

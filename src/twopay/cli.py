@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
@@ -24,8 +25,11 @@ from twopay.errors import TwopayError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: what twopay prints names files, members and cells from the
+# inputs, and "[jan]" in a file name is not a style; the few styled lines
+# say markup=True and escape what they quote
+console = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def _workspace_option(f: F) -> F:
@@ -78,7 +82,7 @@ def handled(f: F) -> F:
         except TwopayError as exc:
             if debug:
                 raise
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted; nothing was committed.")
@@ -116,7 +120,8 @@ def handled(f: F) -> F:
                 sys.exit(1)
             err.print(
                 f"[bold red]internal error:[/] {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)",
+                f"{escape(str(exc).splitlines()[0]) if str(exc) else ''} "
+                "(run with --debug for details)",
                 markup=True,
             )
             sys.exit(1)
@@ -164,7 +169,7 @@ def init(directory: Path, as_json: bool) -> None:
 def _progress(as_json: bool) -> Callable[[str], None] | None:
     if as_json or not err.is_terminal:
         return None
-    return lambda msg: err.print(f"[dim]… {msg}[/]", markup=True)
+    return lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True)
 
 
 def print_summary(summary: dict[str, Any], title: str) -> None:
