@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 from bench_run import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
+    from twopay.errors import OutOfMemory
     from twopay.ledger.workspace import init_workspace, open_workspace
     from twopay.pipeline.batch import RunOptions, run_batch
     from twopay.sample import generate
@@ -103,9 +103,9 @@ def main() -> None:
             ),
             progress=lambda msg: stages.append((msg, time.perf_counter())),
         )
-    except duckdb.OutOfMemoryException as exc:
+    except OutOfMemory as exc:
         result = None
-        failure = str(exc).splitlines()[0]
+        failure = str(exc.__cause__).splitlines()[0]  # DuckDB's own words
     wall = time.perf_counter() - start
     done.set()
     watcher.join()

@@ -174,8 +174,13 @@ def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Pat
         ROSTER,
     )
     assert result.exit_code == 1
-    assert "ran out of memory" in result.output and "[duckdb] memory_limit" in result.output
-    assert "Traceback" not in result.output
+    error = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in result.output, result.output
+    # where it stopped, the settings it ran under, and what to change
+    assert "ran out of memory while preparing the batch" in error[0], error[0]
+    assert "(memory_limit 1MB, threads all cores)" in error[0]
+    assert "nothing was committed" in error[0]
+    assert "[duckdb] memory_limit" in error[0] and "[duckdb] threads = 1" in error[0]
     assert batches(ws) == []
 
 

@@ -50,3 +50,11 @@ class BooksDoNotBalance(TwopayError):
     """Internal inconsistency: counts or amounts do not balance (exit 1)."""
 
     exit_code = 1
+
+
+class OutOfMemory(TwopayError):
+    """DuckDB ran out of memory within the workspace's memory_limit (exit 1):
+    not the data's fault and not a bug; the message says where and what to
+    change."""
+
+    exit_code = 1

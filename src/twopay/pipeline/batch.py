@@ -26,7 +26,13 @@ from pathlib import Path
 import duckdb
 
 from twopay import __version__
-from twopay.errors import BatchConflict, BooksDoNotBalance, DataQualityError, UsageError
+from twopay.errors import (
+    BatchConflict,
+    BooksDoNotBalance,
+    DataQualityError,
+    OutOfMemory,
+    UsageError,
+)
 from twopay.faults import fault_point
 from twopay.identity.match import (
     exact_detail_sql,
@@ -85,7 +91,35 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] =
 
 
 def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None) -> RunResult:
-    say = progress or (lambda _msg: None)
+    """One batch (spec 6). DuckDB running out of memory is raised as
+    OutOfMemory, naming the stage it stopped in and the settings to change."""
+    shown = progress or (lambda _msg: None)
+    where = {"stage": "preparing the batch", "committed": False}
+
+    def say(msg: str) -> None:
+        where["stage"] = msg
+        shown(msg)
+
+    try:
+        return _run_batch(ws, opts, say, where)
+    except duckdb.OutOfMemoryException as exc:
+        settings = ws.settings.duckdb
+        done = (
+            "the batch is committed but its reports could not be written"
+            if where["committed"]
+            else "nothing was committed"
+        )
+        raise OutOfMemory(
+            f"DuckDB ran out of memory while {where['stage']} (memory_limit "
+            f"{settings.memory_limit}, threads {settings.threads or 'all cores'}); {done}; "
+            "raise [duckdb] memory_limit in twopay.toml, or set [duckdb] threads = 1 "
+            "(each thread holds its own working memory), or give temp_directory more room."
+        ) from exc
+
+
+def _run_batch(
+    ws: Workspace, opts: RunOptions, say: Progress, where: dict[str, object]
+) -> RunResult:
     if not PERIOD_RE.match(opts.period):
         raise UsageError(f"--period {opts.period!r}: expected YYYY-MM, e.g. 2024-03.")
     if not opts.settlements:
@@ -119,6 +153,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             if existing:
                 batch_id, old_fp = existing[0]
                 if old_fp == fingerprint:
+                    where["committed"] = True  # long ago
                     say("same inputs as the committed batch: rewriting its reports")
                     summary = render_batch_reports(
                         con, batch_id, out_dir, lang=lang, unmask=opts.unmask
@@ -150,6 +185,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             except BaseException:
                 stage.discard_stage()
                 raise
+            where["committed"] = True
             # the batch is in the ledger now: its working tables (GBs at a
             # Beijing-sized month, partly spilled) would only crowd the report
             # queries, which read the ledger
