@@ -134,3 +134,11 @@ def test_query_cannot_reach_other_files(ws: Path, tmp_path: Path, sql: str) -> N
     assert "Traceback" not in result.output
     if "COPY" in sql:
         assert not out.exists()
+
+
+def test_table_cells_are_text_not_markup(ws: Path) -> None:
+    """A value from the ledger is printed as it is: brackets in it are not
+    rich styles (a cell '[/]' raised a MarkupError, '[red]x' lost its tag)."""
+    code, out, err = query(ws, "SELECT '[/]' AS a, '[red]x' AS b, 'S[jan]-1' AS c")
+    assert code == 0, err
+    assert "[/]" in out and "[red]x" in out and "S[jan]-1" in out
