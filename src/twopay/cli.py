@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
-from twopay.errors import TwopayError
+from twopay.errors import OOM_ADVICE, TwopayError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,15 +91,12 @@ def handled(f: F) -> F:
             if debug:
                 raise
             if type(exc).__name__ == "OutOfMemoryException":
-                done = (
-                    "the batch is committed but its reports could not be written"
-                    if _raised_in(exc, "render_batch_reports")  # after the commit (spec 6)
-                    else "nothing was committed"
-                )
+                # (a run says where it stopped: run_batch raises OutOfMemory)
                 err.print(
-                    "[bold red]error:[/] DuckDB ran out of memory within the workspace's "
-                    f"memory_limit; {done}; raise \\[duckdb] memory_limit in "
-                    "twopay.toml or give temp_directory more room.",
+                    "[bold red]error:[/] "
+                    + escape(
+                        f"DuckDB ran out of memory within the workspace's memory_limit; {OOM_ADVICE}"
+                    ),
                     markup=True,
                 )
                 sys.exit(1)

@@ -52,6 +52,13 @@ class BooksDoNotBalance(TwopayError):
     exit_code = 1
 
 
+# what to change when DuckDB runs out of memory
+OOM_ADVICE = (
+    "raise [duckdb] memory_limit in twopay.toml, or set [duckdb] threads = 1 (each thread "
+    "holds its own working memory), or give temp_directory more room."
+)
+
+
 class OutOfMemory(TwopayError):
     """DuckDB ran out of memory within the workspace's memory_limit (exit 1):
     not the data's fault and not a bug; the message says where and what to

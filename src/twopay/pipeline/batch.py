@@ -27,6 +27,7 @@ import duckdb
 
 from twopay import __version__
 from twopay.errors import (
+    OOM_ADVICE,
     BatchConflict,
     BooksDoNotBalance,
     DataQualityError,
@@ -112,8 +113,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
         raise OutOfMemory(
             f"DuckDB ran out of memory while {where['stage']} (memory_limit "
             f"{settings.memory_limit}, threads {settings.threads or 'all cores'}); {done}; "
-            "raise [duckdb] memory_limit in twopay.toml, or set [duckdb] threads = 1 "
-            "(each thread holds its own working memory), or give temp_directory more room."
+            f"{OOM_ADVICE}"
         ) from exc
 
 
