@@ -157,10 +157,14 @@ def test_broken_rule_files_are_exit_2_naming_file_and_key(
     assert "Traceback" not in result.output
 
 
-def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("threads", "shown"), [(0, "all cores"), (1, "1")])
+def test_running_out_of_memory_is_one_sentence_and_commits_nothing(
+    tmp_path: Path, threads: int, shown: str
+) -> None:
     ws = init_workspace(tmp_path / "ws")
     config = ws / "twopay.toml"
-    config.write_text(config.read_text().replace('memory_limit = "2GB"', 'memory_limit = "1MB"'))
+    text = config.read_text().replace('memory_limit = "2GB"', 'memory_limit = "1MB"')
+    config.write_text(text.replace("threads = 0", f"threads = {threads}"))
     sample = ROSTER.parent
     result = cli(
         "run",
@@ -178,9 +182,11 @@ def test_running_out_of_memory_is_one_sentence_and_commits_nothing(tmp_path: Pat
     assert len(error) == 1 and "Traceback" not in result.output, result.output
     # where it stopped, the settings it ran under, and what to change
     assert "ran out of memory while preparing the batch" in error[0], error[0]
-    assert "(memory_limit 1MB, threads all cores)" in error[0]
+    assert f"(memory_limit 1MB, threads {shown})" in error[0]
     assert "nothing was committed" in error[0]
-    assert "[duckdb] memory_limit" in error[0] and "[duckdb] threads = 1" in error[0]
+    assert "[duckdb] memory_limit" in error[0] and "temp_directory" in error[0]
+    # fewer threads is advice only to a run that had more than one
+    assert ("[duckdb] threads = 1" in error[0]) is (threads != 1), error[0]
     assert batches(ws) == []
 
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
-from twopay.errors import OOM_ADVICE, TwopayError
+from twopay.errors import TwopayError, oom_advice
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,7 +95,7 @@ def handled(f: F) -> F:
                 err.print(
                     "[bold red]error:[/] "
                     + escape(
-                        f"DuckDB ran out of memory within the workspace's memory_limit; {OOM_ADVICE}"
+                        f"DuckDB ran out of memory within the workspace's memory_limit; {oom_advice()}"
                     ),
                     markup=True,
                 )

@@ -52,11 +52,15 @@ class BooksDoNotBalance(TwopayError):
     exit_code = 1
 
 
-# what to change when DuckDB runs out of memory
-OOM_ADVICE = (
-    "raise [duckdb] memory_limit in twopay.toml, or set [duckdb] threads = 1 (each thread "
-    "holds its own working memory), or give temp_directory more room."
-)
+def oom_advice(threads: int | None = None) -> str:
+    """What to change when DuckDB runs out of memory (``threads``: the
+    workspace's setting, when known; one thread is not told to use one)."""
+    fewer = (
+        ""
+        if threads == 1
+        else "set [duckdb] threads = 1 (each thread holds its own working memory), or "
+    )
+    return f"raise [duckdb] memory_limit in twopay.toml, or {fewer}give temp_directory more room."
 
 
 class OutOfMemory(TwopayError):

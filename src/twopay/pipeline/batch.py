@@ -27,12 +27,12 @@ import duckdb
 
 from twopay import __version__
 from twopay.errors import (
-    OOM_ADVICE,
     BatchConflict,
     BooksDoNotBalance,
     DataQualityError,
     OutOfMemory,
     UsageError,
+    oom_advice,
 )
 from twopay.faults import fault_point
 from twopay.identity.match import (
@@ -113,7 +113,7 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
         raise OutOfMemory(
             f"DuckDB ran out of memory while {where['stage']} (memory_limit "
             f"{settings.memory_limit}, threads {settings.threads or 'all cores'}); {done}; "
-            f"{OOM_ADVICE}"
+            f"{oom_advice(settings.threads)}"
         ) from exc
 
 
