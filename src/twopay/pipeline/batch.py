@@ -94,32 +94,39 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] =
 def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None) -> RunResult:
     """One batch (spec 6). DuckDB running out of memory is raised as
     OutOfMemory, naming the stage it stopped in and the settings to change."""
-    shown = progress or (lambda _msg: None)
-    where = {"stage": "preparing the batch", "committed": False}
-
-    def say(msg: str) -> None:
-        where["stage"] = msg
-        shown(msg)
-
+    where = _Where(progress or (lambda _msg: None))
     try:
-        return _run_batch(ws, opts, say, where)
+        return _run_batch(ws, opts, where)
     except duckdb.OutOfMemoryException as exc:
         settings = ws.settings.duckdb
         done = (
             "the batch is committed but its reports could not be written"
-            if where["committed"]
+            if where.committed
             else "nothing was committed"
         )
         raise OutOfMemory(
-            f"DuckDB ran out of memory while {where['stage']} (memory_limit "
+            f"DuckDB ran out of memory while {where.stage} (memory_limit "
             f"{settings.memory_limit}, threads {settings.threads or 'all cores'}); {done}; "
             f"{oom_advice(settings.threads)}"
         ) from exc
 
 
-def _run_batch(
-    ws: Workspace, opts: RunOptions, say: Progress, where: dict[str, object]
-) -> RunResult:
+@dataclass
+class _Where:
+    """How far a run got: the stage it last announced, and whether its batch
+    is in the ledger (what an error must say about it)."""
+
+    shown: Progress
+    stage: str = "preparing the batch"
+    committed: bool = False
+
+    def say(self, msg: str) -> None:
+        self.stage = msg
+        self.shown(msg)
+
+
+def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
+    say = where.say
     if not PERIOD_RE.match(opts.period):
         raise UsageError(f"--period {opts.period!r}: expected YYYY-MM, e.g. 2024-03.")
     if not opts.settlements:
@@ -153,7 +160,7 @@ def _run_batch(
             if existing:
                 batch_id, old_fp = existing[0]
                 if old_fp == fingerprint:
-                    where["committed"] = True  # long ago
+                    where.committed = True  # long ago
                     say("same inputs as the committed batch: rewriting its reports")
                     summary = render_batch_reports(
                         con, batch_id, out_dir, lang=lang, unmask=opts.unmask
@@ -185,7 +192,7 @@ def _run_batch(
             except BaseException:
                 stage.discard_stage()
                 raise
-            where["committed"] = True
+            where.committed = True
             # the batch is in the ledger now: its working tables (GBs at a
             # Beijing-sized month, partly spilled) would only crowd the report
             # queries, which read the ledger
