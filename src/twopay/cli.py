@@ -6,7 +6,6 @@ they are printed as one sentence (a traceback only with --debug).
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import sys
@@ -21,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
-from twopay.errors import TwopayError, oom_advice
+from twopay.errors import TwopayError, disk_full, oom_advice
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,23 +50,6 @@ def _lang_option(f: F) -> F:
     return click.option(
         "--lang", type=click.Choice(["zh", "en"]), default=None, help="Language of human text."
     )(f)
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """A full disk or quota, from Python (OSError) or DuckDB (its message)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc)
-    return "No space left on device" in text or "Disk quota exceeded" in text
-
-
-def _raised_in(exc: BaseException, function: str) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == function:
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def handled(f: F) -> F:
@@ -100,20 +82,12 @@ def handled(f: F) -> F:
                     markup=True,
                 )
                 sys.exit(1)
-            if _disk_full(exc):
-                if _raised_in(exc, "render_batch_reports"):  # after the commit (spec 6)
-                    err.print(
-                        "[bold red]error:[/] the disk is full: the batch is committed but its "
-                        "reports could not be written; free space and run the same command "
-                        "again to write them.",
-                        markup=True,
-                    )
-                else:
-                    err.print(
-                        "[bold red]error:[/] the disk is full (ledger or temp_directory); "
-                        "nothing was committed; free space and run again.",
-                        markup=True,
-                    )
+            if disk_full(exc):  # (a run says whether its batch is in: DiskFull)
+                err.print(
+                    "[bold red]error:[/] the disk is full (ledger or temp_directory); "
+                    "nothing was committed; free space and run again.",
+                    markup=True,
+                )
                 sys.exit(1)
             err.print(
                 f"[bold red]internal error:[/] {type(exc).__name__}: "

@@ -3,6 +3,8 @@ into one sentence (no traceback unless --debug)."""
 
 from __future__ import annotations
 
+import errno
+
 
 class TwopayError(Exception):
     """Base of every error a user can cause. ``exit_code`` follows spec section 8."""
@@ -69,3 +71,17 @@ class OutOfMemory(TwopayError):
     change."""
 
     exit_code = 1
+
+
+class DiskFull(TwopayError):
+    """The disk under the ledger, temp_directory or the reports is full (exit 1)."""
+
+    exit_code = 1
+
+
+def disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, from Python (OSError) or DuckDB (its message)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text

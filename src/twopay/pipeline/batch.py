@@ -30,8 +30,10 @@ from twopay.errors import (
     BatchConflict,
     BooksDoNotBalance,
     DataQualityError,
+    DiskFull,
     OutOfMemory,
     UsageError,
+    disk_full,
     oom_advice,
 )
 from twopay.faults import fault_point
@@ -108,6 +110,18 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
             f"DuckDB ran out of memory while {where.stage} (memory_limit "
             f"{settings.memory_limit}, threads {settings.threads or 'all cores'}); {done}; "
             f"{oom_advice(settings.threads)}"
+        ) from exc
+    except (OSError, duckdb.Error) as exc:
+        if not disk_full(exc):
+            raise
+        if where.committed:  # after the commit (spec 6)
+            raise DiskFull(
+                "the disk is full: the batch is committed but its reports could not be "
+                "written; free space and run the same command again to write them."
+            ) from exc
+        raise DiskFull(
+            "the disk is full (ledger or temp_directory); nothing was committed; free space "
+            "and run again."
         ) from exc
 
 
