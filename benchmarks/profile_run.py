@@ -11,6 +11,7 @@ issued them.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import time
@@ -21,6 +22,30 @@ from pathlib import Path
 from twopay.ledger import workspace as wsmod
 from twopay.ledger.workspace import init_workspace, open_workspace
 from twopay.pipeline.batch import RunOptions, run_batch
+
+
+def print_operators(profile: dict) -> None:
+    """One line per operator of an EXPLAIN (ANALYZE, FORMAT JSON) profile:
+    its CPU time (summed over threads), rows out, and what it reads or
+    writes, indented as the plan nests; the wide box drawing of the text
+    format does not fit a terminal for these statements."""
+    query = profile.get("query", {})
+    print(f"  total {query.get('total_time', 0.0):.2f} s, CPU {query.get('cpu_time', 0.0):.2f} s")
+
+    def walk(op: dict, depth: int) -> None:
+        extra = op.get("extra_info", {})
+        what = extra.get("Table") or extra.get("CTE Name") or extra.get("Join Type") or ""
+        if op.get("name") not in ("RESULT_COLLECTOR", "EXPLAIN_ANALYZE"):
+            print(
+                f"  {op.get('timing', 0.0):7.2f} s {op.get('intermediate_rows', 0):>12,} "
+                f"{'  ' * depth}{op.get('name', '?')} {what}"
+            )
+            depth += 1
+        for child in op.get("children", []):
+            walk(child, depth)
+
+    for op in profile.get("operator", []):
+        walk(op, 0)
 
 
 class TimedConnection:
@@ -37,8 +62,11 @@ class TimedConnection:
         text = " ".join(sql.split())
         if self._explain and self._explain.search(text) and text.startswith(("CREATE", "INSERT")):
             # EXPLAIN ANALYZE runs the statement too: its operators' times are printed
-            plan = self._con.execute("EXPLAIN ANALYZE " + sql, *args, **kwargs)  # type: ignore[attr-defined]
-            print(f"=== {text[:100]}\n{plan.fetchall()[0][1]}")
+            plan = self._con.execute(  # type: ignore[attr-defined]
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args, **kwargs
+            )
+            print(f"=== {text[:100]}")
+            print_operators(json.loads(plan.fetchall()[0][1]))
             self._log.append((0.0, "EXPLAINED", text[:90]))
             return self._con  # a DDL/DML statement has no rows to fetch
         start = time.perf_counter()
