@@ -6,6 +6,7 @@ tests kill a real `twopay` process with SIGKILL at a known stage.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -606,3 +607,100 @@ def test_duplicates_reversals_and_late_arrivals_across_batches(ws: Path, tmp_pat
     payouts = (ws / "reports" / "2024-03" / "payouts.csv").read_text().splitlines()
     # inpatient: (2500-500): 2000*0.5 + 0 = 1000 ratio part, allowance 4 days * 20 = 80
     assert payouts[1].split(",")[5] == f"{Decimal(1080) - Decimal(650):.2f}"
+
+
+def test_a_paid_settlement_is_clawed_back_once_however_often_it_is_reversed(
+    ws: Path, tmp_path: Path
+) -> None:
+    """Spec 4.1: a reversal claws back what the original's lines paid. A second
+    reversal of the same original, in a later batch or beside the first in one
+    batch, finds nothing left to claw back: it is rejected `reversed`, and the
+    accumulators never go below what the year really paid. A reversal of a
+    reversal has nothing to claw back either."""
+    r = roster(tmp_path / "roster.csv")
+    p0 = person_id(0)
+    month = {
+        # A1 pays (2500 - 1000) * 0.5 = 750, A9 then 100 * 0.5 = 50
+        "2024-01": [
+            ("A1", p0, "张伟", "门诊", "2024-01-10", None, "3000", "2500", None),
+            ("A9", p0, "张伟", "门诊", "2024-01-11", None, "100", "100", None),
+            # an identical copy: rejected duplicate_settlement; A1 is still the paid one
+            ("A1", p0, "张伟", "门诊", "2024-01-10", None, "3000", "2500", None),
+        ],
+        "2024-02": [("R1", p0, "张伟", "门诊", "2024-02-01", None, "-3000", "-2500", "A1")],
+        "2024-03": [
+            ("R2", p0, "张伟", "门诊", "2024-03-01", None, "-3000", "-2500", "A1"),  # again
+            ("RR", p0, "张伟", "门诊", "2024-03-02", None, "0", "0", "R1"),  # of R1
+        ],
+        # two reversals of A9 in one batch: the first in the file claws back
+        "2024-04": [
+            ("R4", p0, "张伟", "门诊", "2024-04-01", None, "-100", "-100", "A9"),
+            ("R3", p0, "张伟", "门诊", "2024-04-01", None, "-100", "-100", "A9"),
+            ("B1", p0, "张伟", "门诊", "2024-04-02", None, "3000", "2500", None),
+        ],
+    }
+    for period, rows in month.items():
+        done = run(ws, period, write_csv(tmp_path / f"{period}.csv", SETTLEMENT_HEADER, rows), r)
+        assert done.exit_code == 0, done.output
+    lines = ledger_rows(
+        ws,
+        "(SELECT batch_id, settlement_id, kind, payout, base_ytd_before, paid_type_after "
+        "FROM lines)",
+        "batch_id, settlement_id",
+    )
+    assert lines == [
+        (1, "A1", "normal", Decimal("750.00"), Decimal("0.00"), Decimal("750.00")),
+        (1, "A9", "normal", Decimal("50.00"), Decimal("2500.00"), Decimal("800.00")),
+        (2, "R1", "clawback", Decimal("-750.00"), Decimal("2600.00"), Decimal("50.00")),
+        # after both clawbacks the year has nothing: B1 starts from zero
+        (4, "B1", "normal", Decimal("750.00"), Decimal("0.00"), Decimal("750.00")),
+        (4, "R4", "clawback", Decimal("-50.00"), Decimal("100.00"), Decimal("0.00")),
+    ]
+    rejected = {
+        (period, row[0]): (row[4], row[6])
+        for period in ("2024-03", "2024-04")
+        for row in csv.reader(
+            (ws / "reports" / period / "rejections.csv")
+            .read_text(encoding="utf-8")
+            .splitlines()[1:]
+        )
+    }
+    assert rejected == {
+        ("2024-03", "R2"): ("reversed", "settlement A1 was already reversed by R1 in batch 2"),
+        ("2024-03", "RR"): ("reversed", "R1 is itself a reversal; it cannot be reversed"),
+        ("2024-04", "R3"): ("reversed", "settlement A9 is reversed by R4 in this batch"),
+    }
+
+
+def test_a_held_row_paid_after_review_is_clawed_back_by_its_reversal(
+    ws: Path, tmp_path: Path
+) -> None:
+    """A held row adjudicated in a later run (an override accepted it) is an
+    original adjudicated in an earlier batch: its reversal claws it back."""
+    r = roster(tmp_path / "roster.csv")
+    p0 = person_id(0)
+    jan = [("H1", p0, "张强", "门诊", "2024-01-10", None, "3000", "2500", None)]  # name typo
+    done = run(ws, "2024-01", write_csv(tmp_path / "j.csv", SETTLEMENT_HEADER, jan), r)
+    assert done.exit_code == 0, done.output
+    assert "probable_name_typo" in (ws / "reports" / "2024-01" / "review.csv").read_text()
+    (ws / "overrides.csv").write_text(
+        "settlement_id,decision,member_id,note,decided_by\nH1,accept,M0,checked,王\n",
+        encoding="utf-8",
+    )
+    feb = [("X1", p0, "张伟", "门诊", "2024-02-01", None, "10", "10", None)]
+    done = run(ws, "2024-02", write_csv(tmp_path / "f.csv", SETTLEMENT_HEADER, feb), r)
+    assert done.exit_code == 0, done.output
+    mar = [("R1", p0, "张伟", "门诊", "2024-03-01", None, "-3000", "-2500", "H1")]
+    done = run(ws, "2024-03", write_csv(tmp_path / "m.csv", SETTLEMENT_HEADER, mar), r)
+    assert done.exit_code == 0, done.output
+    lines = ledger_rows(
+        ws, "(SELECT batch_id, settlement_id, kind, payout FROM lines)", "batch_id, settlement_id"
+    )
+    assert lines == [
+        (2, "H1", "normal", Decimal("750.00")),
+        (2, "X1", "normal", Decimal("5.00")),
+        (3, "R1", "clawback", Decimal("-750.00")),
+    ]
+    assert "R1," not in (ws / "reports" / "2024-03" / "rejections.csv").read_text()
+    recoveries = (ws / "reports" / "2024-03" / "recoveries.csv").read_text().splitlines()
+    assert recoveries[1].startswith("M0,750.00,")

@@ -471,17 +471,34 @@ class _Batch:
 
     def link(self) -> None:
         con = self.con
-        # Earlier decisions on a settlement_id (any outcome but quarantine).
+        # Earlier decisions on a settlement_id (any outcome but quarantine):
+        # its first row (file order within the first batch: identical copies
+        # after it are duplicates), how that row was first decided, and how
+        # it stands now (a held row is decided again in a later batch)
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE prior_seen AS
-            SELECT o.settlement_id, min(o.row_batch_id) AS first_batch,
-                   arg_min(o.outcome, o.batch_id) AS first_outcome
-            FROM outcomes o
-            WHERE o.{self.prior} AND NOT o.carried AND o.outcome <> 'quarantined'
-            GROUP BY o.settlement_id
+            WITH firsts AS (
+                SELECT o.settlement_id, arg_min(o.row_batch_id, (o.batch_id, o.row_key))
+                           AS first_batch,
+                       arg_min(o.row_key, (o.batch_id, o.row_key)) AS first_key,
+                       arg_min(o.outcome, (o.batch_id, o.row_key)) AS first_outcome
+                FROM outcomes o
+                WHERE o.{self.prior} AND NOT o.carried AND o.outcome <> 'quarantined'
+                GROUP BY o.settlement_id
+            ),
+            later AS (
+                SELECT row_batch_id, row_key, arg_max(outcome, batch_id) AS outcome,
+                       max(batch_id) AS batch_id
+                FROM outcomes WHERE {self.prior} AND carried
+                GROUP BY row_batch_id, row_key
+            )
+            SELECT f.*, coalesce(d.outcome, f.first_outcome) AS final_outcome,
+                   coalesce(d.batch_id, f.first_batch) AS final_batch
+            FROM firsts f
+            LEFT JOIN later d ON d.row_batch_id = f.first_batch AND d.row_key = f.first_key
             """,
-            [self.prior_arg],
+            [self.prior_arg, self.prior_arg],
         )
         # Repeated settlement_ids are few: found by one narrow aggregate and
         # described apart, so the readable rows are a view, not a copy.
@@ -527,9 +544,30 @@ class _Batch:
             WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.is_copy
             """
         )
-        # Reversal link: rows with `reverses`, not already decided.
+        # The earlier lines of the originals this batch reverses: how many
+        # normal lines each has (a reversal has none: it cannot be reversed)
+        # and which reversal, if any, already clawed them back.
         con.execute(
             f"""
+            CREATE OR REPLACE TEMP TABLE rev_orig AS
+            WITH orig AS (
+                SELECT l.settlement_id, l.line_key FROM lines l
+                WHERE l.{self.prior} AND l.kind = 'normal'
+                  AND l.settlement_id IN (SELECT reverses FROM s_ok WHERE reverses IS NOT NULL)
+            )
+            SELECT o.settlement_id, count(DISTINCT o.line_key) AS normal_lines,
+                   arg_min(c.settlement_id, c.line_key) AS clawed_by,
+                   arg_min(c.batch_id, c.line_key) AS clawed_in
+            FROM orig o
+            LEFT JOIN lines c ON c.reverses_line = o.line_key AND c.kind = 'clawback'
+                             AND c.{self.prior}
+            GROUP BY o.settlement_id
+            """,
+            [self.prior_arg, self.prior_arg],
+        )
+        # Reversal link: rows with `reverses`, not already decided.
+        con.execute(
+            """
             CREATE OR REPLACE TEMP TABLE rev AS
             SELECT s.row_key, s.settlement_id, s.reverses, s.service_date,
                 -- an original decided in an earlier batch wins over a copy in this one
@@ -539,40 +577,55 @@ class _Batch:
                 END AS same_batch_row,
                 EXISTS (SELECT 1 FROM s_typed t
                   WHERE t.settlement_id = s.reverses AND t.q_code IS NOT NULL) AS orig_quarantined,
-                p.first_outcome AS prior_outcome, p.first_batch AS prior_batch,
-                (SELECT count(*) FROM lines l
-                  WHERE l.{self.prior} AND l.settlement_id = s.reverses
-                    AND l.kind = 'clawback') AS prior_clawbacks
+                p.final_outcome AS prior_outcome, p.final_batch AS prior_batch,
+                coalesce(o.normal_lines, 0) AS normal_lines, o.clawed_by, o.clawed_in
             FROM s_ok s
             LEFT JOIN prior_seen p ON p.settlement_id = s.reverses
+            LEFT JOIN rev_orig o ON o.settlement_id = s.reverses
             WHERE s.reverses IS NOT NULL
               AND s.row_key NOT IN (SELECT row_key FROM decided)
-            """,
-            [self.prior_arg],
+            """
         )
+        _drop(con, "rev_orig")
         con.execute(
             """
             INSERT INTO decided
             SELECT row_key, settlement_id, 'rejected',
-                CASE WHEN same_batch_row IS NOT NULL THEN 'reversed'
-                     WHEN prior_outcome IS NULL THEN 'reversal_unmatched'
-                     WHEN prior_outcome <> 'adjudicated' OR prior_clawbacks > 0 THEN 'reversed'
-                END,
+                CASE WHEN same_batch_row IS NULL AND prior_outcome IS NULL
+                     THEN 'reversal_unmatched' ELSE 'reversed' END,
                 CASE WHEN same_batch_row IS NOT NULL
                         THEN 'reverses ' || reverses || ' in the same batch; neither is paid'
                      WHEN prior_outcome IS NULL AND orig_quarantined
                         THEN 'the original ' || reverses || ' could not be read (quarantined)'
                      WHEN prior_outcome IS NULL
                         THEN 'no settlement ' || reverses || ' in this or an earlier batch'
-                     WHEN prior_clawbacks > 0
-                        THEN 'settlement ' || reverses || ' was already reversed'
                      WHEN prior_outcome <> 'adjudicated'
                         THEN 'the original ' || reverses || ' was ' || prior_outcome
                              || ' in batch ' || prior_batch::VARCHAR || '; nothing to claw back'
+                     WHEN normal_lines = 0
+                        THEN reverses || ' is itself a reversal; it cannot be reversed'
+                     ELSE 'settlement ' || reverses || ' was already reversed by ' || clawed_by
+                          || ' in batch ' || clawed_in::VARCHAR
                 END
             FROM rev
             WHERE same_batch_row IS NOT NULL OR prior_outcome IS NULL
-               OR prior_outcome <> 'adjudicated' OR prior_clawbacks > 0
+               OR prior_outcome <> 'adjudicated' OR normal_lines = 0 OR clawed_by IS NOT NULL
+            """
+        )
+        # Several reversals of one original in this batch: the first in file
+        # order claws it back, the others find nothing left to claw back.
+        con.execute(
+            """
+            INSERT INTO decided
+            SELECT row_key, settlement_id, 'rejected', 'reversed',
+                   'settlement ' || reverses || ' is reversed by ' || first_id || ' in this batch'
+            FROM (
+                SELECT row_key, settlement_id, reverses,
+                       arg_min(settlement_id, row_key) OVER (PARTITION BY reverses) AS first_id,
+                       min(row_key) OVER (PARTITION BY reverses) AS first_key
+                FROM rev WHERE row_key NOT IN (SELECT row_key FROM decided)
+            )
+            WHERE row_key <> first_key
             """
         )
         # An original reversed within the batch is rejected too (unless already decided).
