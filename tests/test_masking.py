@@ -162,3 +162,61 @@ def test_quarantined_raw_text_is_masked(ws: Path) -> None:
     text = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
     assert "JAN-012" in text and "110105********0016" in text
     assert "110105198001010016" not in text
+
+
+def test_ids_typed_with_spaces_hyphens_or_full_width_digits_are_masked_too(
+    tmp_path: Path,
+) -> None:
+    """Spec 2 reads an ID number written with full-width digits, spaces or
+    hyphens; spec 7 masks it wherever it appears. The raw text of a
+    quarantined row keeps the row as it was typed, so the masking must find
+    the ID there in every shape it is accepted in; `why` likewise."""
+    from helpers import (
+        ROSTER_HEADER,
+        SETTLEMENT_HEADER,
+        SIMPLE_RULE,
+        init_workspace,
+        person_id,
+        write_csv,
+    )
+
+    ws = init_workspace(tmp_path / "ws", {"test-plan.toml": SIMPLE_RULE})
+    pid = person_id(7)  # 18 ASCII digits
+    wide = pid.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    shapes = {
+        "Q1": wide,
+        "Q2": f"{pid[:6]}-{pid[6:14]}-{pid[14:]}",
+        "Q3": " ".join(pid[i : i + 4] for i in range(0, 18, 4)),
+        "Q4": f"{pid[:6]}\u3000{pid[6:14]}\u3000{pid[14:]}",
+    }
+    # each row is quarantined (bad_amount) with its ID in the raw text
+    rows = [
+        (sid, v, "张伟", "门诊", "2024-01-05", None, "abc", "1", None) for sid, v in shapes.items()
+    ]
+    # and one readable row whose ID is spaced: `why` shows it
+    rows.append(("OK1", shapes["Q3"], "张伟", "门诊", "2024-01-06", None, "100", "50", None))
+    account = "6217 0000 1111 2222 007"
+    roster = tmp_path / "roster.csv"
+    write_csv(
+        roster,
+        (*ROSTER_HEADER, "bank_account"),
+        [
+            ("M7", "张伟", pid, "C7", "U1", "在职", "2020-01-01", None, account),
+            ("M8", "王芳", person_id(8), "C8", "U1", "在职", "bad date", None, account),
+        ],
+    )
+    settlements = write_csv(tmp_path / "s.csv", SETTLEMENT_HEADER, rows)
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--max-quarantine-rate", "1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    text = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+    assert text.count("********") == 6  # four settlement rows, the roster row's ID and account
+    for shape in (*shapes.values(), account, person_id(8)):
+        assert shape not in text
+    assert f"{pid[:6]}********-{pid[14:]}" in text  # first 6 and last 4 kept, as typed
+    assert f"{wide[:6]}********{wide[-4:]}" in text
+    why = cli("why", "-w", ws, "OK1", "--json").output
+    assert shapes["Q3"] not in why and account not in why
+    assert "1101 05********" in why

@@ -51,6 +51,29 @@ SPACE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _SPACE_
 # the same class for RE2 (DuckDB)
 SPACE_CLASS_SQL = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _SPACE_RANGES) + "]"
 
+
+def _id_run(space_class: str) -> str:
+    """An ID number or account written out in free text (a raw line, a
+    trace): 12 or more digits, full-width or not, with white space or hyphens
+    between them as people type them, the last one possibly X. Groups 1 and 2
+    are its first 6 and last 4 digits, with what separates them: masking keeps
+    them and stars the rest (spec 7). The full-width characters are in the
+    pattern as themselves, which Python's re and RE2 both read."""
+    sep = f"(?:{space_class}|[-－])*"
+    digit = "[0-9０-９]"
+    last = "[0-9０-９XxＸｘ]"
+    return f"({digit}(?:{sep}{digit}){{5}})(?:{sep}{digit}){{2,}}((?:{sep}{digit}){{3}}{sep}{last})"
+
+
+ID_RUN_RE = re.compile(_id_run(SPACE_RE.pattern.removesuffix("+")))
+ID_RUN_SQL = _id_run(SPACE_CLASS_SQL)  # the same for RE2 (DuckDB)
+
+
+def mask_text(value: str) -> str:
+    """``value`` with every ID- or account-like run of digits masked."""
+    return ID_RUN_RE.sub(r"\1********\2", value)
+
+
 # A value Excel turned into a number: scientific notation, or a decimal point.
 EXCEL_NUMBER = r"[0-9]+(\.[0-9]*)?[Ee][+-]?[0-9]+|[0-9]+\.[0-9]*"
 _EXCEL_RE = re.compile(EXCEL_NUMBER)

@@ -18,6 +18,7 @@ import duckdb
 
 from twopay import __version__
 from twopay.faults import fault_point
+from twopay.identity.idnumber import ID_RUN_SQL
 from twopay.reports.reasons import REASONS
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -32,8 +33,10 @@ def mask_sql(col: str) -> str:
 
 
 def mask_text_sql(col: str) -> str:
-    """Mask every ID-number- or account-like run of digits inside free text."""
-    return f"regexp_replace({col}, '([0-9]{{6}})[0-9]{{2,}}([0-9]{{3}}[0-9Xx])', '\\1********\\2', 'g')"
+    """Mask every ID-number- or account-like run of digits inside free text
+    (full-width digits, spaces and hyphens too: idnumber.ID_RUN_SQL)."""
+    pattern = ID_RUN_SQL.replace("'", "''")
+    return f"regexp_replace({col}, '{pattern}', '\\1********\\2', 'g')"
 
 
 def safe_sql(col: str) -> str:

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twopay.errors import RuleFileError, UsageError
-from twopay.identity.idnumber import id_normalise_sql
+from twopay.identity.idnumber import id_normalise_sql, mask_text
 from twopay.identity.idnumber import normalise_id as normalise_id_number
 from twopay.identity.names import name_norm_sql, normalise_name
 from twopay.ledger.workspace import Workspace
@@ -39,9 +39,6 @@ from twopay.reports import layout
 from twopay.reports.reasons import reason
 from twopay.rules.loader import LoadedVersion, load_rules
 
-# The same masking as render.mask_text_sql: a run of 12+ digits keeps its
-# first 6 and last 4 characters.
-_DIGIT_RUN = re.compile(r"([0-9]{6})[0-9]{2,}([0-9]{3}[0-9Xx])")
 # Fields that name things by their own identifiers, never an ID number.
 _UNMASKED_FIELDS = frozenset(
     {
@@ -265,10 +262,6 @@ def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | list[dict[str
 
 
 # -- masking and formatting ----------------------------------------------------
-
-
-def mask_text(value: str) -> str:
-    return _DIGIT_RUN.sub(r"\1********\2", value)
 
 
 def mask_tree(value: Any, field: str | None = None) -> Any:
