@@ -704,3 +704,58 @@ def test_a_held_row_paid_after_review_is_clawed_back_by_its_reversal(
     assert "R1," not in (ws / "reports" / "2024-03" / "rejections.csv").read_text()
     recoveries = (ws / "reports" / "2024-03" / "recoveries.csv").read_text().splitlines()
     assert recoveries[1].startswith("M0,750.00,")
+
+
+def test_a_run_replaces_its_own_report_files_and_nothing_else(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec 6: a re-run with the same inputs "changes nothing and rewrites the
+    same reports". The period's notices and an analyst's own files in the
+    folder survive it; a refused --replace (exit 3) leaves the committed set
+    whole and puts what it could not read beside it; '--out .' works."""
+    r = roster(tmp_path / "roster.csv")
+    # a name that does not match the roster: a notice for unit U1's officers
+    typo = ("N1", person_id(1), "王五", "门诊", "2024-01-09", None, "100", "50", None)
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, [*month_rows(1), typo])
+    assert run(ws, "2024-01", s, r).exit_code == 0
+    reports = ws / "reports" / "2024-01"
+    assert cli("notices", "-w", ws, "--period", "2024-01").exit_code == 0
+    notices = sorted(p.name for p in (reports / "notices").iterdir())
+    assert notices
+    (reports / "my-notes.txt").write_text("checked by 王\n", encoding="utf-8")
+    committed = {p.name: p.read_bytes() for p in reports.glob("*.csv")}
+    assert json.loads(run(ws, "2024-01", s, r).output)["noop"] is True
+    assert sorted(p.name for p in (reports / "notices").iterdir()) == notices
+    assert (reports / "my-notes.txt").read_text(encoding="utf-8") == "checked by 王\n"
+    assert reports.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+    rows = month_rows(1)
+    bad = [(*row[:6], "lots", *row[7:]) for row in rows[:5]]
+    s_bad = write_csv(tmp_path / "s1bad.csv", SETTLEMENT_HEADER, bad + rows[5:])
+    refused = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", s_bad, "--roster", r, "--replace"
+    )
+    assert refused.exit_code == 3
+    assert "quarantine-refused.csv" in refused.output
+    assert {p.name: p.read_bytes() for p in reports.glob("*.csv") if p.name in committed} == (
+        committed
+    )
+    assert (reports / "quarantine-refused.csv").read_text().count("bad_amount") == 5
+    # the next committed set replaces what the refused run left
+    assert run(ws, "2024-01", s, r, "--replace").exit_code == 0
+    assert not (reports / "quarantine-refused.csv").exists()
+    assert (reports / "my-notes.txt").exists()
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    done = run(ws, "2024-02", s2, r, "--out", ".")
+    assert done.exit_code == 0, done.output
+    assert (here / "payouts.csv").exists() and (here / "summary.json").exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -159,7 +159,10 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             sort_keys=True,
         ).encode()
     ).hexdigest()
-    out_dir = opts.out or ws.reports_dir(opts.period)
+    # absolute: the reports are renamed into place beside it ('--out .' too)
+    out_dir = (opts.out or ws.reports_dir(opts.period)).absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: this is a file, not a folder for the reports.")
 
     with ws.lock(f"run --period {opts.period}"):
         con = ws.connect()
@@ -460,11 +463,10 @@ class _Batch:
         if total and bad / total > max_rate:
             from twopay.reports.render import write_quarantine_only
 
-            write_quarantine_only(con, out_dir, unmask=self.opts.unmask)
+            written = write_quarantine_only(con, out_dir, unmask=self.opts.unmask)
             raise DataQualityError(
                 f"{bad} of {total} settlement rows ({bad / total:.1%}) could not be read, above "
-                f"--max-quarantine-rate {max_rate:.1%}; nothing was committed; see "
-                f"{out_dir / 'quarantine.csv'}."
+                f"--max-quarantine-rate {max_rate:.1%}; nothing was committed; see {written}."
             )
 
     # -- duplicates and reversals (spec 5, 4.1) --------------------------

@@ -346,20 +346,50 @@ def render_batch_reports(
     return summary
 
 
-def write_quarantine_only(con: duckdb.DuckDBPyConnection, out_dir: Path, *, unmask: bool) -> None:
-    """A refused run (too many unreadable rows) still shows what could not be read."""
+# what a refused run wrote beside a committed set; the next set replaces it
+REFUSED_QUARANTINE = "quarantine-refused.csv"
+
+
+def write_quarantine_only(con: duckdb.DuckDBPyConnection, out_dir: Path, *, unmask: bool) -> Path:
+    """A refused run (too many unreadable rows) still shows what could not be
+    read: in quarantine.csv, or, where the folder holds the reports of a
+    committed batch (a refused --replace), beside them in
+    quarantine-refused.csv, so that the committed set stays whole."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    committed = (out_dir / "summary.json").exists()
+    path = out_dir / (REFUSED_QUARANTINE if committed else "quarantine.csv")
     query, order = _quarantine_query("q_rows", unmask)
-    write_csv(con, query, order, out_dir / "quarantine.csv", 0)
+    write_csv(con, query, order, path, 0)
+    return path
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place; an older report folder is moved
-    aside first so a reader never sees a half-written set."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{datetime.now():%H%M%S%f}")
+    """Rename the finished folder into place, so that a reader never sees a
+    half-written set. A run replaces its own files and nothing else: what an
+    older folder holds besides them (the notices of the period, an analyst's
+    own files) moves into the new folder first; the old folder is then moved
+    aside and removed."""
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp.chmod(0o777 & ~mask)  # a report folder, not mkdtemp's private 0700
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    ours = {entry.name for entry in tmp.iterdir()} | {REFUSED_QUARANTINE}
+    kept = [entry.name for entry in out_dir.iterdir() if entry.name not in ours]
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{datetime.now():%H%M%S%f}")
+    moved: list[str] = []
+    try:
+        for name in kept:
+            os.replace(out_dir / name, tmp / name)
+            moved.append(name)
         os.replace(out_dir, old)
         os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    except OSError:
+        # the caller removes tmp: the old folder and what moved out of it go back first
+        if old.exists() and not out_dir.exists():
+            os.replace(old, out_dir)
+        for name in moved:
+            os.replace(tmp / name, out_dir / name)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
