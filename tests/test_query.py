@@ -117,6 +117,13 @@ def test_bad_sql_is_one_sentence(ws: Path) -> None:
     assert err.startswith("error: query failed:") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("sql", ["", "  ;  ", "/* only a comment */"])
+def test_an_empty_query_is_one_sentence(ws: Path, sql: str) -> None:
+    code, out, err = query(ws, sql)
+    assert code == 2 and out == ""
+    assert err.startswith("error: the query") and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "sql",
     [

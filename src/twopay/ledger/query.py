@@ -12,6 +12,10 @@ from twopay.ledger.workspace import open_workspace
 
 def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
     """Run ``sql`` on a read-only connection: a write fails with a clear error."""
+    if not sql.strip().strip(";").strip():
+        raise UsageError(
+            "the query is empty; give one SQL statement, e.g. 'select * from batches'."
+        )
     ws = open_workspace(workspace)
     con = ws.connect(read_only=True)
     try:
@@ -21,6 +25,8 @@ def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[o
         con.execute("SET lock_configuration = true")
         try:
             cur = con.execute(sql)
+            if cur is None:  # only comments: no statement to run
+                raise UsageError("the query has no SQL statement to run.")
             cols = [d[0] for d in cur.description or []]
             rows = cur.fetchall()
         except duckdb.Error as exc:
