@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from helpers import make_id
-from twopay.identity.idnumber import mask_id
+from twopay.identity.idnumber import mask_id, mask_text
 from twopay.identity.match import (
     ID_RESULT_COLUMNS,
     OUTCOMES,
@@ -237,7 +237,9 @@ def test_the_record_valid_on_the_service_date_else_the_latest() -> None:
     ]
 
 
-def test_detail_names_decisive_values_with_ids_masked() -> None:
+def test_detail_names_decisive_values_with_ids_whole_for_the_ledger() -> None:
+    """The ledger keeps the full values (spec 7); what shows a detail masks
+    it (render, notices, why: mask_text) unless --unmask."""
     typo = swap(A, 10)
     rows = identify(
         ROSTER,
@@ -250,13 +252,14 @@ def test_detail_names_decisive_values_with_ids_masked() -> None:
     )
     details = [str(r["detail"]) for r in rows]
     assert "王芳" in details[0] and "张伟" in details[0] and "M1" in details[0]
-    assert mask_id(A) in details[0]
+    assert A in details[0]
     assert "digits 11 and 12 are swapped" in details[1] and "M1" in details[1]
     assert "not in the roster" in details[2]
     assert "Excel" in details[3]
     text = " ".join(details) + " ".join(str(r["evidence"]) for r in rows)
     for full in (A, typo, make_id("11010519700707707")):
-        assert full not in text
+        assert full in text and full not in mask_text(text)
+        assert mask_id(full) in mask_text(text)
     for d in details:
         assert d.endswith(".") and "\n" not in d
 

@@ -151,6 +151,10 @@ def test_unmask_gives_the_full_numbers(ws: Path, tmp_path: Path) -> None:
     run_month(ws, "2024-01", "--unmask", "--out", tmp_path / "full")
     rejections = (tmp_path / "full" / "rejections.csv").read_text(encoding="utf-8")
     assert "110105198001010040" in full_ids(rejections)
+    # the ledger keeps the full values: the sentences that name an ID too
+    with (tmp_path / "full" / "rejections.csv").open(encoding="utf-8", newline="") as fh:
+        details = {r["settlement_id"]: r["detail"] for r in csv.DictReader(fh)}
+    assert "110105198001010040" in details["JAN-004"]
     t = json.loads(cli("why", "-w", ws, "JAN-004", "--json", "--unmask").stdout)
     assert t["settlements"][0]["id_number"] == "110105198001010040"
     notice = cli("notices", "-w", ws, "--period", "2024-01", "--unmask", "--out", tmp_path / "n")

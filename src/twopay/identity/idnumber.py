@@ -249,12 +249,3 @@ def id_problem_sql(col: str, today_sql: str, n17: str | None = None) -> str:
         WHEN length({col}) <> 18 THEN 'bad_length'
         ELSE 'bad_characters'
     END"""
-
-
-def mask_id_sql(col: str) -> str:
-    """SQL for mask_id."""
-    return (
-        f"CASE WHEN {col} IS NULL THEN '' "
-        f"WHEN length({col}) > 10 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
-        f" || right({col}, 4) ELSE repeat('*', length({col})) END"
-    )

@@ -39,7 +39,6 @@ from twopay.identity.idnumber import (
     id_from_clean_sql,
     id_normalise_sql,
     id_problem_sql,
-    mask_id_sql,
     normalise_id,
 )
 from twopay.identity.names import (
@@ -71,7 +70,7 @@ ID_RESULT_COLUMNS = (
     "person_key VARCHAR",
     "record_key BIGINT",
     "candidate_member_id VARCHAR",
-    "detail VARCHAR",  # one English sentence, IDs masked
+    "detail VARCHAR",  # one English sentence, IDs in full (reports mask them)
     "evidence VARCHAR",  # JSON text
     "roster_member VARCHAR",  # member_id of the record the ID found (rules 1-3)
 )
@@ -493,8 +492,10 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
 def _write_result(con: duckdb.DuckDBPyConnection, lazy_exact: bool = False) -> None:
     """One row per input row: rules 1-4 in order (spec 3), detail and evidence."""
     problems = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROBLEMS.items())
-    given = f"coalesce(nullif({mask_id_sql('id_norm')}, ''), '(empty)')"
-    cand = mask_id_sql("c_person")
+    # the ledger keeps the full values (spec 7): reports, notices and `why`
+    # mask the IDs in these sentences unless --unmask
+    given = "coalesce(nullif(id_norm, ''), '(empty)')"
+    cand = "c_person"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_result AS
@@ -572,7 +573,7 @@ def _write_result(con: duckdb.DuckDBPyConnection, lazy_exact: bool = False) -> N
                 {"NULL" if lazy_exact else exact_evidence_sql("f_member", "f_record")}
                 ELSE to_json({{
                     'rule': rule, 'outcome': outcome,
-                    'id_given': {mask_id_sql("id_raw")}, 'id_normalised': {given},
+                    'id_given': id_raw, 'id_normalised': {given},
                     'id_problem': id_problem, 'name_given': name_norm,
                     'roster_name': coalesce(roster_name, c_name),
                     'roster_member': coalesce(f_member, c_member),
