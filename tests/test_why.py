@@ -234,6 +234,18 @@ def test_a_shared_name_lists_the_people_to_choose_from(ws: Path) -> None:
     assert trace(ws, "刘洋")["person"] == "110105********0059"
 
 
+def test_a_name_found_only_on_settlements_finds_them(ws: Path) -> None:
+    """A name on a settlement whose ID belongs to a roster member of another
+    name (a name typo held for review, a name_mismatch) is a key too: its
+    decisions are about that ID."""
+    held = trace(ws, "吴杰")  # JAN-009: M010 周杰's ID under the name 吴杰
+    assert [s["settlement_id"] for s in held["settlements"]] == ["JAN-009"]
+    assert held["settlements"][0]["decisions"][0]["code"] == "probable_name_typo"
+    mismatch = trace(ws, "@SUM(1)")  # JAN-004: M004's ID under another name
+    assert [s["settlement_id"] for s in mismatch["settlements"]] == ["JAN-004"]
+    assert mismatch["settlements"][0]["decisions"][0]["code"] == "name_mismatch"
+
+
 def test_an_unknown_key_is_one_sentence_and_exit_2(ws: Path) -> None:
     result = why(ws, "no-such-thing")
     assert result.exit_code == 2

@@ -113,15 +113,17 @@ people AS (
     FROM named_roster GROUP BY person_key
 ),
 unmatched AS (
-    -- settlements under the name whose ID matched nobody in the roster
+    -- settlements under the name that no roster person of that name accounts
+    -- for: an ID that matched nobody, or a roster person of another name
+    -- (name_mismatch, a name typo held for review)
     SELECT {id_normalise_sql("s.id_number")} AS person_key, [] AS member_ids, any_value(s.name) AS name,
            [] AS unit_codes
     FROM settlements s
     WHERE {name_norm_sql("s.name")} = $name AND s.id_number IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM roster_records r
-                      WHERE r.person_key = {id_normalise_sql("s.id_number")})
+      AND {id_normalise_sql("s.id_number")} NOT IN (SELECT person_key FROM people)
       AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.row_batch_id = s.batch_id
-                      AND o.row_key = s.row_key AND o.person_key IS NOT NULL)
+                      AND o.row_key = s.row_key
+                      AND o.person_key IN (SELECT person_key FROM people))
     GROUP BY ALL
 ),
 everyone AS (SELECT * FROM people UNION ALL SELECT * FROM unmatched)
