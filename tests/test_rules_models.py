@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from twopay.errors import RuleFileError, UsageError
 from twopay.rules.loader import json_schema, load_rule_file, load_rules
 from twopay.rules.models import RuleVersion, VisitRule
@@ -44,6 +45,11 @@ annual_cap = 180000
 per_day = 50
 max_days = 180
 """
+
+
+TIERS = (
+    "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 50000, ratio = 0.6 }, { ratio = 0.7 } ]"
+)
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -132,8 +138,16 @@ def test_rule_file_error_is_a_usage_error_exit_2() -> None:
 
 BAD_FILES = {
     # wrong types
-    "ratio not a number": (edit("ratio = 0.5", 'ratio = "half"'), "outpatient.ratio", "decimal"),
-    "ratio a boolean": (edit("ratio = 0.5", "ratio = true"), "outpatient.ratio", "Decimal input"),
+    "ratio not a number": (
+        edit("ratio = 0.5", 'ratio = "half"'),
+        "outpatient.ratio",
+        'expected a number, got the string "half"',
+    ),
+    "ratio a boolean": (
+        edit("ratio = 0.5", "ratio = true"),
+        "outpatient.ratio",
+        "expected a number, got the boolean true",
+    ),
     "version a number": (edit('version = "2018"', "version = 2018"), "version", "string"),
     "categories not a list": (
         edit('categories = ["in_service"]', 'categories = "in_service"'),
@@ -206,9 +220,13 @@ BAD_FILES = {
     "both ratio and tiers": (
         edit("ratio = 0.5", "ratio = 0.5\ntiers = [ { ratio = 0.5 } ]"),
         "outpatient",
-        "exactly one",
+        "expected exactly one of `ratio` or `tiers`, not both",
     ),
-    "neither ratio nor tiers": (edit("ratio = 0.5\n", ""), "outpatient", "exactly one"),
+    "neither ratio nor tiers": (
+        edit("ratio = 0.5\n", ""),
+        "outpatient",
+        "expected exactly one of `ratio` or `tiers`, but neither is given",
+    ),
     # money
     "negative scheme cap": (
         edit("annual_cap = 200000", "annual_cap = -1"),
@@ -246,31 +264,50 @@ BAD_FILES = {
     # tiers
     "tiers out of order": (
         edit("{ up_to = 50000, ratio = 0.6 }", "{ up_to = 5000, ratio = 0.6 }"),
-        "inpatient",
-        "increasing order",
+        "inpatient.tiers",
+        "increasing order of `up_to`, but tiers.1.up_to (5000) is not above tiers.0.up_to (10000)",
     ),
     "tiers repeat a bound": (
         edit("{ up_to = 50000, ratio = 0.6 }", "{ up_to = 10000, ratio = 0.6 }"),
-        "inpatient",
+        "inpatient.tiers",
         "increasing order",
     ),
     "open tier before the last": (
         edit("{ up_to = 10000, ratio = 0.5 }", "{ ratio = 0.5 }"),
-        "inpatient",
-        "only the last tier",
+        "inpatient.tiers",
+        "expected `up_to` on every tier but the last; tiers.0 has none",
     ),
     "tier bound of zero": (
         edit("{ up_to = 10000, ratio = 0.5 }", "{ up_to = 0, ratio = 0.5 }"),
-        "inpatient",
-        "above 0",
+        "inpatient.tiers.0.up_to",
+        "greater than 0",
     ),
-    "no tiers": (
-        edit(
-            "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 50000, ratio = 0.6 }, { ratio = 0.7 } ]",
-            "tiers = []",
-        ),
-        "inpatient",
-        "at least one",
+    "no tiers": (edit(TIERS, "tiers = []"), "inpatient.tiers", "expected at least one tier"),
+    # a bounded last tier is allowed (nothing is paid above it), but it is checked too
+    "bounded last tier below the one before": (
+        edit(TIERS, "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 5000, ratio = 0.6 } ]"),
+        "inpatient.tiers",
+        "tiers.1.up_to (5000) is not above tiers.0.up_to (10000)",
+    ),
+    "bounded last tier repeats the one before": (
+        edit(TIERS, "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 10000, ratio = 0.6 } ]"),
+        "inpatient.tiers",
+        "tiers.1.up_to (10000) is not above tiers.0.up_to (10000)",
+    ),
+    "bounded last tier of zero": (
+        edit("{ ratio = 0.7 }", "{ up_to = 0, ratio = 0.7 }"),
+        "inpatient.tiers.2.up_to",
+        "greater than 0",
+    ),
+    "single tier bound of zero": (
+        edit(TIERS, "tiers = [ { up_to = 0, ratio = 0.5 } ]"),
+        "inpatient.tiers.0.up_to",
+        "greater than 0",
+    ),
+    "negative tier bound": (
+        edit("{ up_to = 10000, ratio = 0.5 }", "{ up_to = -10000, ratio = 0.5 }"),
+        "inpatient.tiers.0.up_to",
+        "greater than 0",
     ),
     # choices
     "unknown scope": (
@@ -306,11 +343,15 @@ BAD_FILES = {
     # dates
     "effective_to before effective_from": (
         edit("effective_to = 2018-12-31", "effective_to = 2017-12-31"),
-        "",  # a whole-file check: the message names both keys instead
-        "`effective_to` is before `effective_from`",
+        "effective_to",
+        "expected a date on or after `effective_from` (2018-01-01), got 2017-12-31",
     ),
-    # no benefit at all
-    "no visit types": (GOOD.split("[outpatient]")[0], "", "`outpatient` or `inpatient`"),
+    # no benefit at all: a whole-file check, the message names both keys instead
+    "no visit types": (
+        GOOD.split("[outpatient]")[0],
+        "",
+        "expected a table `[outpatient]` or `[inpatient]` (or both), but the file has neither",
+    ),
 }
 
 
@@ -325,13 +366,169 @@ def test_bad_file_names_the_file_and_the_key(
     assert str(path) in message
     if key:
         assert f"key `{key}`" in message, message
+    else:
+        assert "key `" not in message, message
     assert expected in message, message
+    # one sentence in our words: none of pydantic's wrapping leaks through
+    assert "Value error" not in message and "(top level)" not in message, message
+    assert message.endswith(".") and "\n" not in message, message
 
 
 def test_several_problems_are_counted(tmp_path: Path) -> None:
     text = edit("ratio = 0.5", "ratio = -1").replace("annual_cap = 200000", "annual_cap = -1")
     with pytest.raises(RuleFileError, match=r"and 1 more problems"):
         load_rule_file(write(tmp_path, "two.toml", text))
+
+
+# -- numbers are numbers, dates are dates: no coercion from TOML --------------------------
+
+# (text in GOOD, the same with @ for the value, the key it sets, what it expects)
+NUMBER_KEYS = [
+    ("annual_cap = 200000", "annual_cap = @", "annual_cap", "a number"),
+    ("waiting_days = 0", "waiting_days = @", "waiting_days", "an integer"),
+    ("deductible = 1800", "deductible = @", "outpatient.deductible", "a number"),
+    ("ratio = 0.5", "ratio = @", "outpatient.ratio", "a number"),
+    ("annual_cap = 20000\n", "annual_cap = @\n", "outpatient.annual_cap", "a number"),
+    ("per_episode_cap = 5000", "per_episode_cap = @", "outpatient.per_episode_cap", "a number"),
+    ("deductible = 1300", "deductible = @", "inpatient.deductible", "a number"),
+    ("{ up_to = 50000,", "{ up_to = @,", "inpatient.tiers.1.up_to", "a number"),
+    ("{ ratio = 0.7 }", "{ ratio = @ }", "inpatient.tiers.2.ratio", "a number"),
+    ("annual_cap = 180000", "annual_cap = @", "inpatient.annual_cap", "a number"),
+    ("per_day = 50", "per_day = @", "inpatient.allowance.per_day", "a number"),
+    ("max_days = 180", "max_days = @", "inpatient.allowance.max_days", "an integer"),
+]
+NOT_NUMBERS = [
+    ("true", "the boolean true"),
+    ("false", "the boolean false"),
+    ('"1"', 'the string "1"'),
+]
+
+
+@pytest.mark.parametrize(("value", "shown"), NOT_NUMBERS, ids=[v for v, _ in NOT_NUMBERS])
+@pytest.mark.parametrize(
+    ("old", "new", "key", "kind"), NUMBER_KEYS, ids=[k for _, _, k, _ in NUMBER_KEYS]
+)
+def test_a_boolean_or_string_is_not_a_number(
+    tmp_path: Path, old: str, new: str, key: str, kind: str, value: str, shown: str
+) -> None:
+    """`max_days = true` used to load as 1, `ratio = "1"` as 1: both are refused."""
+    path = write(tmp_path, "bad-rule.toml", edit(old, new.replace("@", value)))
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    assert info.value.message == f"{path}: key `{key}`: expected {kind}, got {shown}."
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        (
+            "max_days = 180",
+            "max_days = 180.0",
+            "inpatient.allowance.max_days",
+            "expected an integer, got the number 180.0",
+        ),
+        ("waiting_days = 0", "waiting_days = 1.0", "waiting_days", "got the number 1.0"),
+        (
+            "effective_from = 2018-01-01",
+            'effective_from = "2018-01-01"',
+            "effective_from",
+            'expected a date such as 2024-01-01 (unquoted), got the string "2018-01-01"',
+        ),
+        (
+            "effective_to = 2018-12-31",
+            "effective_to = 2018-12-31T00:00:00",
+            "effective_to",
+            "expected a date such as 2024-01-01 (unquoted), got a date-time",
+        ),
+    ],
+    ids=["integer as float", "waiting_days as float", "date as string", "date-time"],
+)
+def test_no_coercion_of_whole_floats_or_quoted_dates(
+    tmp_path: Path, old: str, new: str, key: str, expected: str
+) -> None:
+    path = write(tmp_path, "bad-rule.toml", edit(old, new))
+    with pytest.raises(RuleFileError) as info:
+        load_rule_file(path)
+    assert info.value.message.startswith(f"{path}: key `{key}`: "), info.value.message
+    assert expected in info.value.message, info.value.message
+
+
+def test_toml_numbers_still_load_exactly(tmp_path: Path) -> None:
+    """Strict validation keeps TOML integers and floats: a float becomes the
+    Decimal of its text (0.1 is 0.1, not 0.1000000000000000055...)."""
+    text = (
+        edit("ratio = 0.5", "ratio = 0.1")
+        .replace("deductible = 1800", "deductible = 1800.05")
+        .replace(TIERS, "tiers = [ { up_to = 1e4, ratio = 0.35 }, { ratio = 0.000001 } ]")
+        .replace("per_day = 50", "per_day = 50.5")
+    )
+    rule = load_rule_file(write(tmp_path, "exact.toml", text)).rule
+    assert rule.outpatient is not None and rule.inpatient is not None
+    assert str(rule.outpatient.ratio) == "0.1"
+    assert str(rule.outpatient.deductible) == "1800.05"
+    assert rule.inpatient.segments() == [
+        (0, D("10000"), D("0.35")),
+        (D("10000"), None, D("0.000001")),
+    ]
+    assert rule.inpatient.allowance is not None
+    assert rule.inpatient.allowance.per_day == D("50.5")
+    assert rule.inpatient.allowance.max_days == 180 and type(rule.waiting_days) is int
+    assert rule.annual_cap == D(200000) and isinstance(rule.annual_cap, Decimal)
+
+
+def test_models_built_in_python_stay_lax() -> None:
+    """Only rule files are validated strictly; the engine tests build rules
+    from Python with decimal strings."""
+    visit = VisitRule.model_validate({"deductible": "1800", "ratio": "0.5"})
+    assert (visit.deductible, visit.ratio) == (D("1800"), D("0.5"))
+
+
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 50000, ratio = 0.6 } ]",
+        "tiers = [ { up_to = 0.01, ratio = 1 } ]",
+    ],
+    ids=["two bounded", "one bounded"],
+)
+def test_a_bounded_last_tier_is_allowed(tmp_path: Path, tiers: str) -> None:
+    rule = load_rule_file(write(tmp_path, "bounded.toml", edit(TIERS, tiers))).rule
+    assert rule.inpatient is not None
+    assert rule.inpatient.segments()[-1][1] is not None  # nothing is paid above it
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "max_days = 180",
+            "max_days = true",
+            "key `inpatient.allowance.max_days`: expected an integer, got the boolean true.",
+        ),
+        (
+            TIERS,
+            "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 5000, ratio = 0.6 } ]",
+            "key `inpatient.tiers`: expected tiers in increasing order of `up_to`, but"
+            " tiers.1.up_to (5000) is not above tiers.0.up_to (10000).",
+        ),
+        (
+            "effective_to = 2018-12-31",
+            "effective_to = 2017-12-31",
+            "key `effective_to`: expected a date on or after `effective_from` (2018-01-01),"
+            " got 2017-12-31.",
+        ),
+    ],
+    ids=["boolean max_days", "bounded tiers out of order", "effective_to too early"],
+)
+def test_rules_check_refuses_a_bad_file_exit_2(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    write(tmp_path, "a-good.toml", version_file("2017", "2017-01-01", "2017-12-31"))
+    bad = write(tmp_path, "b-bad.toml", edit(old, new))
+    result = cli("rules", "check", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"error: {bad}: {expected}" in result.output, result.output
+    assert "Value error" not in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(

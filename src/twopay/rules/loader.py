@@ -7,10 +7,11 @@ import json
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from twopay.errors import RuleFileError
 from twopay.rules.models import RuleVersion
@@ -53,7 +54,62 @@ class RuleSet:
 
 
 def _key_path(loc: Iterable[int | str]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return ".".join(str(part) for part in loc)
+
+
+# What a key of the wrong TOML type should have been, by pydantic error type.
+_EXPECTED_TYPE = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "decimal_type": "a number",
+    "decimal_parsing": "a number",
+    "is_instance_of": "a number",  # strict Decimal: the only is-instance check
+    "string_type": "a string",
+    "date_type": "a date such as 2024-01-01 (unquoted)",
+    "date_from_datetime_inexact": "a date such as 2024-01-01 (unquoted)",
+    "date_parsing": "a date such as 2024-01-01 (unquoted)",
+    "list_type": "an array (list)",
+    "model_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _toml_value(value: object) -> str:
+    """How a TOML value is shown in a message: its TOML type, then the value."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {json.dumps(shown, ensure_ascii=False)}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, datetime):
+        return "a date-time"
+    if isinstance(value, date):
+        return "a date"
+    if isinstance(value, time):
+        return "a time"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _problem(err: ErrorDetails) -> str:
+    """One validation error as "what was expected": pydantic's wording for
+    limits and choices, ours for wrong types, unknown and missing keys."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _EXPECTED_TYPE:
+        return f"expected {_EXPECTED_TYPE[kind]}, got {_toml_value(err['input'])}"
+    if kind == "value_error":  # a plain ValueError: drop pydantic's "Value error, "
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    return err["msg"]
 
 
 def load_rule_file(path: Path) -> LoadedVersion:
@@ -70,17 +126,14 @@ def load_rule_file(path: Path) -> LoadedVersion:
     except tomllib.TOMLDecodeError as exc:
         raise RuleFileError(f"{path}: not valid TOML: {exc}.") from None
     try:
-        rule = RuleVersion.model_validate(data)
+        # strict: a TOML boolean or string is not a number, a string is not a date
+        rule = RuleVersion.model_validate(data, strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = _key_path(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
+        where = f"key `{key}`: " if key else ""  # a whole-file check names its keys itself
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise RuleFileError(f"{path}: key `{key}`: {msg}{more}.") from None
+        raise RuleFileError(f"{path}: {where}{_problem(err)}{more}.") from None
     return LoadedVersion(rule=rule, path=path, sha256=hashlib.sha256(raw).hexdigest())
 
 

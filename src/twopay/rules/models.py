@@ -2,6 +2,11 @@
 
 The models are the single source of truth for what a rule file may say; the
 JSON Schema that editors use (`twopay rules schema`) is generated from them.
+
+The loader validates rule files in pydantic's strict mode, so a TOML boolean
+or string where a number is expected (``max_days = true``, ``ratio = "0.5"``)
+and a string where a date is expected are refused rather than coerced. Built
+from Python (the engine tests do), the models stay lax.
 """
 
 from __future__ import annotations
@@ -10,15 +15,46 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
-Ratio = Annotated[Decimal, Field(ge=0, le=1, max_digits=8, decimal_places=6)]
+
+def _number_as_decimal(value: object) -> object:
+    """A TOML integer or float becomes a Decimal through its decimal text, so
+    ``ratio = 0.5`` is exactly 0.5 (as pydantic's lax mode does it), and strict
+    validation still accepts it. Anything else (a string, a boolean) is left to
+    the Decimal validator, which refuses it in strict mode."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(str(value))
+    return value
+
+
+_AsDecimal = BeforeValidator(_number_as_decimal)
+
+# The constraints come before the converter so that they stay on the Decimal
+# schema (and in the JSON Schema as minimum/maximum).
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), _AsDecimal]
+Ratio = Annotated[Decimal, Field(ge=0, le=1, max_digits=8, decimal_places=6), _AsDecimal]
+Bound = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2), _AsDecimal]
+Count = Annotated[int, Field(ge=0)]
 
 VisitType = Literal["outpatient", "inpatient"]
 VISIT_TYPES: tuple[VisitType, ...] = ("outpatient", "inpatient")
 Category = Literal["in_service", "retired"]
 BaseColumn = Literal["self_pay_1", "self_pay_2", "out_of_pocket", "total_cost"]
+
+
+def _problem(message: str, **ctx: object) -> PydanticCustomError:
+    """A rule-file problem, worded as what was expected (no "Value error, ")."""
+    return PydanticCustomError("rule_file", message, ctx or None)
 
 
 class _Strict(BaseModel):
@@ -27,9 +63,10 @@ class _Strict(BaseModel):
 
 class Tier(_Strict):
     """One band of a tiered ratio. ``up_to`` is measured on the amount above the
-    deductible (spec 4.1); the last tier has no ``up_to``."""
+    deductible (spec 4.1), must be above 0 and above the tier before; the last
+    tier may leave it out (unbounded) or set it (nothing is paid above it)."""
 
-    up_to: Money | None = None
+    up_to: Bound | None = None
     ratio: Ratio
 
 
@@ -37,7 +74,7 @@ class Allowance(_Strict):
     """Per-day hospital allowance (住院津贴)."""
 
     per_day: Money
-    max_days: Annotated[int, Field(ge=0)]
+    max_days: Count
 
 
 class VisitRule(_Strict):
@@ -51,20 +88,39 @@ class VisitRule(_Strict):
     per_episode_cap: Money | None = None
     allowance: Allowance | None = None
 
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_in_order(cls, tiers: list[Tier] | None) -> list[Tier] | None:
+        """Every tier but the last sets ``up_to``; the ``up_to`` values (each
+        above 0, by type) increase strictly, a bounded last tier included."""
+        if tiers is None:
+            return None
+        if not tiers:
+            raise _problem("expected at least one tier")
+        for i, tier in enumerate(tiers[:-1]):
+            if tier.up_to is None:
+                raise _problem(
+                    "expected `up_to` on every tier but the last; tiers.{i} has none", i=i
+                )
+        bounded = [(i, t.up_to) for i, t in enumerate(tiers) if t.up_to is not None]
+        for (i, low), (j, high) in zip(bounded, bounded[1:], strict=False):
+            if high <= low:
+                raise _problem(
+                    "expected tiers in increasing order of `up_to`, but tiers.{j}.up_to"
+                    " ({high}) is not above tiers.{i}.up_to ({low})",
+                    i=i,
+                    j=j,
+                    low=str(low),
+                    high=str(high),
+                )
+        return tiers
+
     @model_validator(mode="after")
     def _one_ratio_function(self) -> VisitRule:
-        if (self.ratio is None) == (self.tiers is None):
-            raise ValueError("give exactly one of `ratio` or `tiers`")
-        if self.tiers is not None:
-            if not self.tiers:
-                raise ValueError("`tiers` must list at least one tier")
-            bounds = [t.up_to for t in self.tiers[:-1]]
-            if any(b is None for b in bounds):
-                raise ValueError("only the last tier may leave out `up_to`")
-            if any(b is not None and b <= 0 for b in bounds):
-                raise ValueError("tier `up_to` must be above 0")
-            if any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):  # type: ignore[operator]
-                raise ValueError("tiers must be in increasing order of `up_to`")
+        if self.ratio is not None and self.tiers is not None:
+            raise _problem("expected exactly one of `ratio` or `tiers`, not both")
+        if self.ratio is None and self.tiers is None:
+            raise _problem("expected exactly one of `ratio` or `tiers`, but neither is given")
         return self
 
     def segments(self) -> list[tuple[Decimal, Decimal | None, Decimal]]:
@@ -95,23 +151,36 @@ class RuleVersion(_Strict):
     categories: list[Category] = Field(default_factory=lambda: ["in_service"])
     base: BaseColumn = "self_pay_1"
     annual_cap: Money | None = None
-    waiting_days: Annotated[int, Field(ge=0)] = 0
+    waiting_days: Count = 0
     outpatient: VisitRule | None = None
     inpatient: VisitRule | None = None
+
+    @field_validator("effective_to")
+    @classmethod
+    def _dates_in_order(cls, v: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("effective_from")
+        if v is not None and start is not None and v < start:
+            raise _problem(
+                "expected a date on or after `effective_from` ({start}), got {end}",
+                start=str(start),
+                end=str(v),
+            )
+        return v
 
     @field_validator("outpatient")
     @classmethod
     def _no_outpatient_allowance(cls, v: VisitRule | None) -> VisitRule | None:
         if v is not None and v.allowance is not None:
-            raise ValueError("`allowance` is for inpatient only")
+            raise _problem("expected no `allowance`: the allowance is for inpatient only")
         return v
 
     @model_validator(mode="after")
-    def _dates_in_order(self) -> RuleVersion:
-        if self.effective_to is not None and self.effective_to < self.effective_from:
-            raise ValueError("`effective_to` is before `effective_from`")
+    def _some_benefit(self) -> RuleVersion:
         if self.outpatient is None and self.inpatient is None:
-            raise ValueError("a scheme must list `outpatient` or `inpatient` (or both)")
+            raise _problem(
+                "expected a table `[outpatient]` or `[inpatient]` (or both), but the file has"
+                " neither"
+            )
         return self
 
     def visit(self, visit_type: str) -> VisitRule | None:
