@@ -149,3 +149,56 @@ def test_no_scheme_passing_gives_the_furthest_stage_and_every_reason(ledger: Pat
         ("S4", "adjudicated", None, None),
         ("S5", "adjudicated", None, None),
     ]  # fmt: skip
+
+
+def test_an_enrollment_must_say_whose_it_is_and_run_forwards(tmp_path: Path) -> None:
+    """Spec 2.3: an enrollment names its member by id_number or member_id. A
+    file with neither column is an input-schema error (exit 2) before
+    anything is written; a row with both empty, or that ends before it
+    starts, is quarantined with its line, not silently ignored."""
+    ws = init_workspace(tmp_path / "ws", {"a.toml": A_PLAN, "b.toml": B_PLAN})
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [("M1", "会员1", person_id(1), "6222000001", "U1", "in_service", "2023-01-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "会员1", "住院", "2024-01-10", "2024-01-08", "1100", "1000", None)],
+    )
+
+    def run(enrollments: Path, period: str) -> object:
+        return cli(
+            "run", "-w", ws, "--period", period, "--settlements", settlements,
+            "--roster", roster, "--enrollments", enrollments,
+        )  # fmt: skip
+
+    nobody = write_csv(
+        tmp_path / "e0.csv",
+        ("scheme", "valid_from", "valid_to"),
+        [("b-plan", "2023-01-01", "2024-12-31")],
+    )
+    refused = run(nobody, "2024-01")
+    assert refused.exit_code == 2  # type: ignore[attr-defined]
+    message = refused.output  # type: ignore[attr-defined]
+    assert "e0.csv" in message and "'id_number'" in message and "'member_id'" in message
+    assert not (ws / "reports" / "2024-01").exists()
+
+    odd = write_csv(
+        tmp_path / "e1.csv",
+        ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
+        [
+            (None, None, "b-plan", "2023-01-01", "2024-12-31"),
+            (person_id(1), None, "b-plan", "2024-12-31", "2023-01-01"),
+        ],
+    )
+    done = run(odd, "2024-01")
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
+    quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+    assert "e1.csv,2,missing_field,columns id_number and member_id are both empty" in quarantine
+    assert "e1.csv,3,bad_date,valid_to '2023-01-01' is before valid_from '2024-12-31'" in (
+        quarantine
+    )
+    # neither counts as an enrollment: b-plan does not pay S1
+    assert rows(ws / "twopay.duckdb", "SELECT scheme FROM lines") == [("a-plan",)]

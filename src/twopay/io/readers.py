@@ -250,6 +250,16 @@ def _check_header(
             f"{path}: the {kind.label} file has no column {missing[0]!r}{zh}; "
             f"its header is: {', '.join(h for h in headers if h) or '(empty)'}."
         )
+    for group in kind.one_of:
+        if not any(c in seen for c in group):
+            names = " nor ".join(
+                f"{c!r} ({kind.column(c).aliases[0]})" if kind.column(c).aliases else repr(c)
+                for c in group
+            )
+            raise InputSchemaError(
+                f"{path}: the {kind.label} file has neither column {names}; one of them says "
+                f"whose row it is; its header is: {', '.join(h for h in headers if h) or '(empty)'}."
+            )
     return canon
 
 

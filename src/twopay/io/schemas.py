@@ -27,6 +27,9 @@ class FileKind:
     name: str
     label: str
     columns: tuple[Column, ...]
+    # groups of columns of which the file must have at least one, and each
+    # row at least one filled (enrollments: id_number or member_id)
+    one_of: tuple[tuple[str, ...], ...] = ()
 
     @property
     def required(self) -> list[str]:
@@ -92,6 +95,7 @@ ENROLLMENTS = FileKind(
         Column("valid_from", "date", required=True, aliases=("参保开始日期", "生效日期")),
         Column("valid_to", "date", required=True, aliases=("参保结束日期", "失效日期")),
     ),
+    one_of=(("id_number", "member_id"),),
 )
 
 OVERRIDES = FileKind(

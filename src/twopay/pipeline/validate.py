@@ -188,6 +188,18 @@ def typed_simple_sql(source: str, target: str, kind: FileKind, *, raw: str = "ra
         else:
             cols.append(c.name)
     missing = [f"WHEN {c} IS NULL THEN 'missing_field|column {c} is empty'" for c in kind.required]
+    missing += [
+        f"WHEN {' AND '.join(f'{c} IS NULL' for c in group)} "
+        f"THEN 'missing_field|columns {' and '.join(group)} are {'both' if len(group) == 2 else 'all'} empty'"
+        for group in kind.one_of
+    ]
+    names = {c.name for c in kind.columns}
+    if {"valid_from", "valid_to"} <= names:
+        bad.append(
+            f"WHEN {date_sql('valid_to')} < {date_sql('valid_from')} "
+            "THEN 'bad_date|valid_to ' || quote_text(valid_to) || ' is before valid_from ' "
+            "|| quote_text(valid_from)"
+        )
     problem = (
         "CASE WHEN parse_error IS NOT NULL THEN 'missing_field|' || parse_error "
         + " ".join(missing + bad)
