@@ -759,3 +759,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_copy_in_another_settlements_file_names_that_file(ws: Path, tmp_path: Path) -> None:
+    r = roster(tmp_path / "roster.csv")
+    first = month_rows(1)
+    a = write_csv(tmp_path / "part-a.csv", SETTLEMENT_HEADER, first)
+    b = write_csv(tmp_path / "part-b.csv", SETTLEMENT_HEADER, [first[2], first[2]])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", a, "--settlements", b,
+        "--roster", r,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-01" / "rejections.csv").open(encoding="utf-8") as fh:
+        details = [row["detail"] for row in csv.DictReader(fh)]
+    assert details == ["identical copy of line 4 of part-a.csv"] * 2

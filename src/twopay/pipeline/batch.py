@@ -513,7 +513,8 @@ class _Batch:
             )
             SELECT settlement_id, count(*) AS copies,
                    count(DISTINCT content_hash) AS versions, min(row_key) AS first_key,
-                   arg_min(line_number, row_key) AS first_line
+                   arg_min(line_number, row_key) AS first_line,
+                   arg_min(source_file, row_key) AS first_file
             FROM s_typed SEMI JOIN repeated USING (settlement_id)
             WHERE q_code IS NULL
             GROUP BY settlement_id
@@ -524,7 +525,8 @@ class _Batch:
             CREATE OR REPLACE TEMP VIEW s_ok AS
             SELECT s.*, coalesce(d.copies, 1) AS copies, coalesce(d.versions, 1) AS versions,
                    d.first_key IS NOT NULL AND s.row_key <> d.first_key AS is_copy,
-                   coalesce(d.first_line, s.line_number) AS first_line
+                   coalesce(d.first_line, s.line_number) AS first_line,
+                   coalesce(d.first_file, s.source_file) AS first_file
             FROM s_typed s LEFT JOIN dup_groups d USING (settlement_id)
             WHERE s.q_code IS NULL
             """
@@ -541,7 +543,9 @@ class _Batch:
                              || ' (' || p.first_outcome || ')'
                      WHEN s.versions > 1
                         THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
-                     ELSE 'identical copy of line ' || s.first_line::VARCHAR END AS detail
+                     ELSE 'identical copy of line ' || s.first_line::VARCHAR
+                          || CASE WHEN s.first_file <> s.source_file
+                                  THEN ' of ' || s.first_file ELSE '' END END AS detail
             FROM s_ok s LEFT JOIN prior_seen p USING (settlement_id)
             WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.is_copy
             """
