@@ -5,13 +5,14 @@ workspace, and a refused run commits nothing."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from helpers import cli, init_workspace
+from helpers import SIMPLE_RULE, cli, init_workspace, person_id
 
 CORPUS = Path(__file__).parent / "corpus"
 ROSTER = Path(__file__).resolve().parents[1] / "sample_data" / "roster.csv"
@@ -208,3 +209,36 @@ def test_brackets_in_a_file_name_or_header_are_printed_as_they_are(
     error = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert len(error) == 1 and "Traceback" not in result.output, result.output
     assert name in error[0] and header.replace(",", ", ") in error[0], error[0]
+
+
+def test_inconsistent_amounts_name_the_amount_that_breaks_the_rule(tmp_path: Path) -> None:
+    """The detail of an inconsistent_amounts row says which amount is wrong,
+    not a rule it does not break (a negative self_pay_2 was reported as
+    'self_pay_1 (100.00) <= total_cost (100.00)')."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    header = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1,self_pay_2,reverses\n"
+    (tmp_path / "s.csv").write_text(
+        header
+        + f"N1,{pid},张伟,门诊,2024-01-05,100,100,-5,\n"
+        + f"N2,{pid},张伟,门诊,2024-01-05,100,150,,\n"
+        + f"R1,{pid},张伟,门诊,2024-01-05,-100,20,,N0\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "r.csv").write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
+        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1", "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-01" / "quarantine.csv").open(encoding="utf-8") as fh:
+        details = {row["raw"][:2]: row["detail"] for row in csv.DictReader(fh)}
+    assert details == {
+        "N1": "self_pay_2 (-5.00) is negative; a settlement's amounts are zero or more "
+        "(a reversal names the settlement it reverses)",
+        "N2": "self_pay_1 (150.00) is more than total_cost (100.00)",
+        "R1": "self_pay_1 (20.00) is positive; a reversal's amounts are zero or negative",
+    }

@@ -53,6 +53,17 @@ def typed_settlements_query(
         for c in money_cols
     )
     amounts = ", ".join(f"coalesce({c}_v, 0)" for c in money_cols)
+    # which amount breaks the rule, by name and value
+    negative = " ".join(
+        f"WHEN {c}_v < 0 THEN '{c} (' || {c}_v::VARCHAR || ') is negative; a settlement''s "
+        "amounts are zero or more (a reversal names the settlement it reverses)'"
+        for c in money_cols
+    )
+    positive = " ".join(
+        f"WHEN {c}_v > 0 THEN '{c} (' || {c}_v::VARCHAR || ') is positive; a reversal''s "
+        "amounts are zero or negative'"
+        for c in money_cols
+    )
     return f"""
 WITH parsed AS (
     SELECT *,
@@ -96,10 +107,10 @@ SELECT
             THEN 'service_date ' || quote_text(service_date) || ' is not a date'
             ELSE 'admission_date ' || quote_text(admission_date) || ' is not a date' END
         WHEN 'bad_amount' THEN CASE {bad_money} END
-        WHEN 'inconsistent_amounts' THEN CASE WHEN reverses IS NULL
-            THEN 'amounts must be non-negative with self_pay_1 (' || self_pay_1_v::VARCHAR
-                 || ') <= total_cost (' || total_cost_v::VARCHAR || ')'
-            ELSE 'a reversal must have zero or negative amounts' END
+        WHEN 'inconsistent_amounts' THEN CASE WHEN reverses IS NULL THEN CASE {negative}
+            ELSE 'self_pay_1 (' || self_pay_1_v::VARCHAR || ') is more than total_cost ('
+                 || total_cost_v::VARCHAR || ')' END
+            ELSE CASE {positive} END END
     END END AS q_detail,
     settlement_id, id_number, name, visit_type_v AS visit_type,
     service_date_v AS service_date, admission_date_v AS admission_date, hospital_code,
