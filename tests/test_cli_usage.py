@@ -105,3 +105,24 @@ def test_overlapping_records_of_one_person_are_exit_2_naming_both_lines(tmp_path
                "--roster", roster)  # fmt: skip
     assert done.exit_code == 0, done.output
     assert batches(ws) == 1
+
+
+def test_one_member_id_under_two_id_numbers_is_exit_2_naming_both_lines(tmp_path: Path) -> None:
+    """Payments go per member_id to the card of its latest record: M1 under
+    two ID numbers would pay 张伟's claims to 王芳's card."""
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(
+        tmp_path,
+        [
+            one_member("2020-01-01", None),  # line 2: M1 张伟
+            ("M2", "李娜", person_id(3), "6222000000000003", "U1", "在职", "2020-01-01", None),
+            ("M1", "王芳", person_id(2), "6222000000000002", "U1", "在职", "2020-01-01", None),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+               "--roster", roster)  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "roster.csv: lines 2 and 4 give member_id M1 to two different ID numbers" in (
+        done.output
+    )
+    assert "Traceback" not in done.output and batches(ws) == 0

@@ -687,6 +687,7 @@ class _Batch:
         self.say("matching identities")
         con.execute(eligibility.ROSTER_TIME_SQL)
         eligibility.check_roster_overlaps(con, self.opts.roster)
+        eligibility.check_roster_member_ids(con, self.opts.roster)
         # Rows to identify: this batch's undecided non-reversal rows, and held
         # rows of earlier batches that an override now decides. wid is one
         # key for both: the row_key of a row of this batch (positive), a

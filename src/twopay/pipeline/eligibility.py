@@ -51,6 +51,28 @@ def check_roster_overlaps(con: duckdb.DuckDBPyConnection, roster_path: Path) -> 
         )
 
 
+def check_roster_member_ids(con: duckdb.DuckDBPyConnection, roster_path: Path) -> None:
+    """A member_id names one person: payments are made per member_id, to the
+    card of its latest record, so a member_id under two ID numbers would pay
+    one person's claims to the other (exit 2, a row of each)."""
+    rows = con.execute(
+        """
+        WITH per_person AS (
+            SELECT member_id, person_key, min(line_number) AS line FROM roster
+            WHERE member_id IS NOT NULL GROUP BY member_id, person_key
+        )
+        SELECT member_id, min(line), max(line) FROM per_person
+        GROUP BY member_id HAVING count(*) > 1 ORDER BY 2 LIMIT 1
+        """
+    ).fetchall()
+    if rows:
+        member, first, second = rows[0]
+        raise UsageError(
+            f"{roster_path}: lines {first} and {second} give member_id {member} to two "
+            "different ID numbers; a member_id belongs to one person."
+        )
+
+
 SCHEME_DDL = """
 CREATE OR REPLACE TEMP TABLE scheme_versions (
     scheme VARCHAR, version VARCHAR, effective_from DATE, effective_to DATE,
