@@ -207,12 +207,27 @@ def test_every_kind_of_discrepancy_exits_3_and_is_listed(ws: Path, tmp_path: Pat
     rows.append(("2024-01-NOBODY", "1", "5.00", "success", ""))
     rows.append((jan[3]["payment_id"], "", "12.3.4", "success", ""))  # not an amount
     rows.append(("2024-01-M9", "", "1.00", "maybe", ""))  # not a status
+    # paid, says the bank, but to another card; the same card masked or
+    # spaced by the bank is the issued card
+    elsewhere, masked, spaced = (rows[i] for i in (1, 2, 3))
+    rows[1] = (*elsewhere[:1], "6299999999999999", *elsewhere[2:])
+    rows[2] = (
+        *masked[:1],
+        masked[1][:6] + "*" * (len(masked[1]) - 10) + masked[1][-4:],
+        *masked[2:],
+    )
+    rows[3] = (
+        *spaced[:1],
+        " ".join(spaced[1][i : i + 4] for i in range(0, len(spaced[1]), 4)),
+        *spaced[2:],
+    )
     ret = write_csv(tmp_path / "ret.csv", BANK_HEADER, rows)
     code, out = reconcile(ws, ret)
     assert code == 3
     assert out["counts"] == {
-        "success": len(jan) - 2,
+        "success": len(jan) - 3,
         "amount_mismatch": 1,
+        "card_mismatch": 1,
         "duplicate_row": 1,
         "unknown_payment": 1,
         "unreadable": 2,
@@ -221,6 +236,7 @@ def test_every_kind_of_discrepancy_exits_3_and_is_listed(ws: Path, tmp_path: Pat
     results = {(p["payment_id"], p["result"]) for p in out["problems"]}  # type: ignore[attr-defined]
     assert (missing["payment_id"], "no_return_row") in results
     assert (mismatched["payment_id"], "amount_mismatch") in results
+    assert (elsewhere[0], "card_mismatch") in results
     assert (doubled["payment_id"], "duplicate_row") in results  # the first row counts
     mism = next(p for p in out["problems"] if p["result"] == "amount_mismatch")  # type: ignore[attr-defined]
     assert (mism["amount"], mism["issued_amount"]) == ("0.01", mismatched["amount"])

@@ -9,6 +9,9 @@ result, the first that applies:
 * ``duplicate_row``: an earlier row of the same file already answered this
   payment (the first row in file order counts);
 * ``amount_mismatch``: the bank's amount differs from the amount issued;
+* ``card_mismatch``: the bank names another card than the one the payment was
+  issued to (spaces aside; a card the bank masks with ``*`` is compared on the
+  characters it shows); a row without a card_no is not compared;
 * ``failed``: the bank could not pay; its reason is kept;
 * ``paid_after_reissue``: the bank says a payment went through that twopay
   had already re-issued as failed (the member may be paid twice);
@@ -54,6 +57,7 @@ RESULTS = (
     "success",
     "failed",
     "amount_mismatch",
+    "card_mismatch",
     "paid_after_reissue",
     "duplicate_row",
     "unknown_payment",
@@ -79,6 +83,8 @@ SELECT
         WHEN p.payment_id IS NULL THEN 'unknown_payment'
         WHEN r.nth > 1 THEN 'duplicate_row'
         WHEN r.amount <> p.amount THEN 'amount_mismatch'
+        WHEN NOT (replace(p.card_no, ' ', '')
+                  LIKE replace(replace(r.card_no, ' ', ''), '*', '_')) THEN 'card_mismatch'
         WHEN r.status = 'failed' THEN 'failed'
         WHEN EXISTS (SELECT 1 FROM payments AS q WHERE q.retry_of = p.payment_id)
             THEN 'paid_after_reissue'
