@@ -326,11 +326,14 @@ def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:
 
 # The one-edit variants of an ID, as (kind, p, c) rows: 's' substitutes digit
 # c at position p (1-17), 'k' replaces the check character, 't' swaps p and
-# p+1 (p = 17 swaps the last digit with the check character).
+# p+1 (p = 17 swaps the last digit with the check character), 'l' swaps the
+# 6th and 7th digits of a 15-digit legacy number (positions 6 and 9 of its
+# 18-digit form, around the inserted '19').
 _EDITS_SQL = """
     SELECT 's' AS kind, p::INTEGER AS p, c::INTEGER AS c FROM range(1, 18) a(p), range(0, 10) b(c)
     UNION ALL SELECT 't', p::INTEGER, NULL FROM range(1, 18) a(p)
     UNION ALL SELECT 'k', 18, NULL
+    UNION ALL SELECT 'l', 6, NULL
 """
 
 
@@ -352,16 +355,19 @@ def _variants_sql() -> str:
     def check_of(s: str) -> str:
         return f"substr('{CHECK_CHARS}', ({s})::INTEGER + 1, 1)"
 
-    d, d1 = digit("e.p"), digit("e.p + 1")
+    d, d1, d9 = digit("e.p"), digit("e.p + 1"), digit("9")
     s_sub = mod11(f"q.s + {w}[e.p] * (e.c - {d})")
     s_swap = mod11(f"q.s + ({w}[e.p] - {w}[e.p + 1]) * ({d1} - {d})")
+    s_legacy_swap = mod11(f"q.s + ({w}[6] - {w}[9]) * ({d9} - {digit('6')})")
     check_digit = "TRY_CAST(right(q.id, 1) AS INTEGER)"
     s_swap17 = mod11(f"q.s + 2 * ({check_digit} - {d})")
     return f"""
-        SELECT q.row_key, e.kind, e.p, CASE
+        SELECT q.row_key, q.legacy, e.kind, e.p, CASE
             WHEN e.kind = 's' THEN left(q.id, e.p - 1) || e.c::VARCHAR || substr(q.id, e.p + 1, 17 - e.p)
                 || CASE WHEN q.legacy THEN {check_of(s_sub)} ELSE right(q.id, 1) END
             WHEN e.kind = 'k' THEN left(q.id, 17) || {check_of("q.s")}
+            WHEN e.kind = 'l' THEN left(q.id, 5) || substr(q.id, 9, 1) || substr(q.id, 7, 2)
+                || substr(q.id, 6, 1) || substr(q.id, 10, 8) || {check_of(s_legacy_swap)}
             WHEN e.p = 17 THEN left(q.id, 16) || right(q.id, 1) || substr(q.id, 17, 1)
             ELSE left(q.id, e.p - 1) || substr(q.id, e.p + 1, 1) || substr(q.id, e.p, 1)
                 || substr(q.id, e.p + 2, 16 - e.p)
@@ -372,6 +378,7 @@ def _variants_sql() -> str:
             WHEN e.kind = 's' THEN e.c <> {d} AND CASE
                 WHEN q.legacy THEN e.p NOT IN (7, 8) ELSE {s_sub} = q.v END
             WHEN e.kind = 'k' THEN NOT q.legacy AND q.v <> q.s
+            WHEN e.kind = 'l' THEN q.legacy AND {digit("6")} <> {d9}
             WHEN e.p = 17 THEN NOT q.legacy AND {check_digit} IS NOT NULL
                 AND {check_digit} <> {d} AND {check_of(s_swap17)} = substr(q.id, 17, 1)
             ELSE {d} <> {d1} AND CASE
@@ -384,7 +391,7 @@ def _odd_variants_sql() -> str:
     """Variants of IDs that are not 17 digits and a check character (a letter
     typed for a digit): few rows, so every edit is built and then tested."""
     return f"""
-        SELECT row_key, kind, p, variant FROM (
+        SELECT row_key, false AS legacy, kind, p, variant FROM (
             SELECT q.row_key, e.kind, e.p, CASE
                 WHEN e.kind = 's' THEN left(q.id, e.p - 1) || e.c::VARCHAR || substr(q.id, e.p + 1)
                 WHEN e.kind = 't' THEN left(q.id, e.p - 1) || substr(q.id, e.p + 1, 1)
@@ -425,11 +432,13 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
         CREATE OR REPLACE TEMP TABLE identity_near AS
         WITH v AS ({_variants_sql()} UNION ALL {_odd_variants_sql()})
         SELECT DISTINCT v.row_key, r.record_key, r.person_key, r.name_norm,
-               CASE v.kind WHEN 's' THEN 'digit ' || v.p || ' differs'
+               CASE v.kind WHEN 's' THEN 'digit ' || v.at || ' differs'
                            WHEN 'k' THEN 'the check character differs'
-                           ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
-                   AS edit
-        FROM v JOIN roster r ON r.person_key = v.variant
+                           ELSE 'digits ' || v.at || ' and ' || (v.at + 1) || ' are swapped' END
+                   -- a legacy number's digits are counted as its owner wrote them
+                   || CASE WHEN v.legacy THEN ' (of the 15-digit number)' ELSE '' END AS edit
+        FROM (SELECT *, CASE WHEN legacy AND p > 8 THEN p - 2 ELSE p END AS at FROM v) v
+        JOIN roster r ON r.person_key = v.variant
         """
     )
     # The roster's ID must itself be valid: tested on these few rows only (a
