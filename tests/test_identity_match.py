@@ -193,20 +193,19 @@ def test_a_typo_in_a_legacy_number_is_found() -> None:
 
 def test_every_adjacent_swap_in_a_legacy_number_is_found_and_told_as_written() -> None:
     """Spec 3 rule 4 on a 15-digit legacy number: its adjacent digits 6 and 7
-    sit apart in the 18-digit form (the inserted '19' between them), and the
-    detail counts digits as the member wrote them, not in the 18-digit form."""
+    sit apart in the 18-digit form (the inserted '19' between them); a swap
+    that makes the birth date impossible (so the number stays 15 digits) is
+    searched too; and the detail counts digits as the member wrote them, not
+    in the 18-digit form."""
     legacy = A[:6] + A[8:17]
-    swaps = [
-        (i, swap(legacy, i))
-        for i in range(14)
-        if legacy[i] != legacy[i + 1] and len(normalise_id(swap(legacy, i))) == 18
-    ]
-    assert 5 in [i for i, _ in swaps]  # digits 6 and 7: the case this is about
+    swaps = [(i, swap(legacy, i)) for i in range(14) if legacy[i] != legacy[i + 1]]
+    assert 5 in [i for i, _ in swaps]  # digits 6 and 7, either side of '19'
+    assert any(len(normalise_id(typo)) == 15 for _, typo in swaps)  # 9 and 10: month 00
     rows = identify(ROSTER, [(typo, "张伟") for _, typo in swaps])
     assert [r["outcome"] for r in rows] == ["probable_id_typo"] * len(swaps)
     assert [r["candidate_member_id"] for r in rows] == ["M1"] * len(swaps)
     for (i, _), row in zip(swaps, rows, strict=True):
-        assert f"digits {i + 1} and {i + 2} are swapped (of the 15-digit number)" in str(
+        assert f"digits {i + 1} and {i + 2} of the 15-digit number are swapped" in str(
             row["detail"]
         )
 

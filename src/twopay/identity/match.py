@@ -410,19 +410,36 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
     away from an ID that is invalid or not found, with the same name."""
     w_terms = " + ".join(f"((n17 // {10 ** (16 - i)}) % 10) * {w}" for i, w in enumerate(WEIGHTS))
     # Excel-mangled values are never guessed (spec 3); other lengths cannot be
-    # one substitution or transposition from an 18-character ID.
+    # one substitution or transposition from an 18-character ID. A 15-digit
+    # legacy number that normalisation left as it is (its birth date is not
+    # real) is searched in the 18-digit form it would have: a typo there is
+    # as likely as anywhere.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_probe AS
-        WITH q AS (
-            SELECT i.row_key, i.id_norm AS id, i.name_norm, i.service_date,
-                   -- from a 15-digit legacy number: we computed its check character
-                   length({id_clean_sql("i.id_raw")}) = 15 AS legacy,
-                   CASE WHEN regexp_full_match(left(i.id_norm, 17), '[0-9]{{17}}')
-                        THEN i.n17 END AS n17,
-                   strpos('{CHECK_CHARS}', right(i.id_norm, 1)) - 1 AS v
+        WITH f AS (
+            SELECT i.*,
+                   CASE WHEN regexp_full_match(i.id_norm, '[0-9]{{15}}')
+                        THEN TRY_CAST(left(i.id_norm, 6) || '19' || substr(i.id_norm, 7) AS BIGINT)
+                   END AS raw17
             FROM identity_found i
-            WHERE i.record_key IS NULL AND length(i.id_norm) = 18 AND i.id_problem IS DISTINCT FROM 'excel_mangled'
+            WHERE i.record_key IS NULL AND length(i.id_norm) IN (15, 18)
+              AND i.id_problem IS DISTINCT FROM 'excel_mangled'
+        ),
+        g AS (
+            SELECT *, CASE WHEN raw17 IS NOT NULL
+                           THEN lpad(raw17::VARCHAR, 17, '0') || {check_char_sql("raw17")}
+                           ELSE id_norm END AS id
+            FROM f WHERE length(id_norm) = 18 OR raw17 IS NOT NULL
+        ),
+        q AS (
+            SELECT row_key, id, name_norm, service_date,
+                   -- from a 15-digit legacy number: we computed its check character
+                   length({id_clean_sql("id_raw")}) = 15 AS legacy,
+                   CASE WHEN raw17 IS NOT NULL THEN raw17
+                        WHEN regexp_full_match(left(id, 17), '[0-9]{{17}}') THEN n17 END AS n17,
+                   strpos('{CHECK_CHARS}', right(id, 1)) - 1 AS v
+            FROM g
         )
         SELECT *, ({w_terms}) % 11 AS s FROM q
         """
@@ -432,12 +449,16 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
         CREATE OR REPLACE TEMP TABLE identity_near AS
         WITH v AS ({_variants_sql()} UNION ALL {_odd_variants_sql()})
         SELECT DISTINCT v.row_key, r.record_key, r.person_key, r.name_norm,
-               CASE v.kind WHEN 's' THEN 'digit ' || v.at || ' differs'
+               CASE v.kind WHEN 's' THEN 'digit ' || v.at || v.in_legacy || ' differs'
                            WHEN 'k' THEN 'the check character differs'
-                           ELSE 'digits ' || v.at || ' and ' || (v.at + 1) || ' are swapped' END
-                   -- a legacy number's digits are counted as its owner wrote them
-                   || CASE WHEN v.legacy THEN ' (of the 15-digit number)' ELSE '' END AS edit
-        FROM (SELECT *, CASE WHEN legacy AND p > 8 THEN p - 2 ELSE p END AS at FROM v) v
+                           ELSE 'digits ' || v.at || ' and ' || (v.at + 1) || v.in_legacy
+                                || ' are swapped' END AS edit
+        FROM (
+            -- a legacy number's digits are counted as its owner wrote them
+            SELECT *, CASE WHEN legacy AND p > 8 THEN p - 2 ELSE p END AS at,
+                   CASE WHEN legacy THEN ' of the 15-digit number' ELSE '' END AS in_legacy
+            FROM v
+        ) v
         JOIN roster r ON r.person_key = v.variant
         """
     )
