@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, cli, init_workspace, person_id, write_csv
 
@@ -126,3 +127,23 @@ def test_one_member_id_under_two_id_numbers_is_exit_2_naming_both_lines(tmp_path
         done.output
     )
     assert "Traceback" not in done.output and batches(ws) == 0
+
+
+def test_init_and_demo_take_the_workspace_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec 8: every command takes --workspace (default: $TWOPAY_WORKSPACE or
+    the current folder). init's own DIR argument wins over the environment."""
+    assert cli("init", "--workspace", tmp_path / "by-option").exit_code == 0
+    monkeypatch.setenv("TWOPAY_WORKSPACE", str(tmp_path / "by-env"))
+    assert cli("init").exit_code == 0
+    assert cli("init", tmp_path / "by-arg").exit_code == 0
+    for name in ("by-option", "by-env", "by-arg"):
+        assert (tmp_path / name / "twopay.toml").is_file(), name
+    both = cli("init", tmp_path / "x", "-w", tmp_path / "y")
+    assert both.exit_code == 2 and "give one" in both.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    monkeypatch.delenv("TWOPAY_WORKSPACE")
+    demo = cli("demo", "--workspace", tmp_path / "demo", "--json")
+    assert demo.exit_code == 0, demo.output
+    assert (tmp_path / "demo" / "reports" / "2024-02" / "payouts.csv").is_file()

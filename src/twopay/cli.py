@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
-from twopay.errors import TwopayError, disk_full, oom_advice
+from twopay.errors import TwopayError, UsageError, disk_full, oom_advice
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,14 +116,21 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@_workspace_option
 @_json_option
 @handled
-def init(directory: Path, as_json: bool) -> None:
-    """Create a workspace with the shipped default rules."""
+def init(directory: Path | None, workspace: Path | None, as_json: bool) -> None:
+    """Create a workspace with the shipped default rules (in DIRECTORY, else
+    --workspace, $TWOPAY_WORKSPACE or the current folder)."""
     from twopay.ledger.workspace import init_workspace
 
-    ws = init_workspace(directory)
+    given = click.get_current_context().get_parameter_source("workspace")
+    if directory is not None and given == ParameterSource.COMMANDLINE and directory != workspace:
+        raise UsageError(
+            f"init got two folders, {directory} and --workspace {workspace}; give one."
+        )
+    ws = init_workspace(directory or workspace or Path("."))
     if as_json:
         emit_json(
             {
@@ -243,7 +251,12 @@ def _report_run(result: Any, as_json: bool) -> None:
 
 @main.command()
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Keep the workspace here."
+    "--out",
+    "--workspace",
+    "-w",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo's workspace here (default: a new temporary folder).",
 )
 @_json_option
 @handled
