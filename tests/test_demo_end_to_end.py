@@ -11,6 +11,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 
@@ -63,6 +64,30 @@ def test_every_row_lands_once_and_the_books_balance(
     owed = sum(Decimal(r["amount"]) for r in rows(demo, period, "recoveries"))
     lines = sum(line_payouts(demo, period).values())
     assert lines == paid - owed  # no offsets pending in the demo
+    # counts and amounts per outcome (spec 7), each against the ledger row by row
+    con = duckdb.connect(str(demo / "twopay.duckdb"), read_only=True)
+    try:
+        by_row = con.execute(
+            """
+            SELECT o.outcome, count(*)::INTEGER, sum(s.total_cost), sum(s.self_pay_1)
+            FROM outcomes o JOIN batches b USING (batch_id)
+            JOIN settlements s ON s.batch_id = o.batch_id AND s.row_key = o.row_key
+            WHERE b.period = ? AND NOT o.carried GROUP BY 1
+            """,
+            [period],
+        ).fetchall()
+    finally:
+        con.close()
+    assert {k: {**v, "payout": None} for k, v in summary["outcomes"].items()} == {
+        outcome: {
+            "rows": n,
+            "total_cost": f"{cost or 0:.2f}",
+            "self_pay_1": f"{pay or 0:.2f}",
+            "payout": None,
+        }
+        for outcome, n, cost, pay in by_row
+    }
+    assert summary["outcomes"]["adjudicated"]["payout"] == f"{lines:.2f}"
 
 
 def test_hand_computed_payouts(demo: Path) -> None:

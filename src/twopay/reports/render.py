@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -201,13 +202,42 @@ def batch_summary(con: duckdb.DuckDBPyConnection, batch_id: int) -> dict[str, ob
     def money(v: object) -> str:
         return f"{v:.2f}" if v is not None else "0.00"
 
-    by_outcome = {
+    by_outcome: dict[str, dict[str, object]] = {
         outcome: {"rows": int(n)}
         for outcome, n in q(
             "SELECT outcome, count(*) FROM outcomes WHERE batch_id = $batch AND NOT carried "
             "GROUP BY ALL ORDER BY 1"
         )
     }
+    # The amounts the rows of each outcome claimed (spec 7: counts and amounts
+    # per outcome; an unreadable amount counts as nothing). The few rows not
+    # adjudicated are summed; the adjudicated are the rest of the batch, so
+    # the millions of adjudicated rows are not joined to their outcomes.
+    claimed = dict.fromkeys(by_outcome, (Decimal(0), Decimal(0)))
+    for outcome, cost, pay in q(
+        "SELECT o.outcome, coalesce(sum(s.total_cost), 0), coalesce(sum(s.self_pay_1), 0) "
+        "FROM outcomes o JOIN settlements s ON s.batch_id = o.batch_id AND s.row_key = o.row_key "
+        "WHERE o.batch_id = $batch AND NOT o.carried AND o.outcome <> 'adjudicated' GROUP BY 1"
+    ):
+        claimed[outcome] = (cost, pay)
+    if "adjudicated" in claimed:
+        cost, pay = q(
+            "SELECT coalesce(sum(total_cost), 0), coalesce(sum(self_pay_1), 0) FROM settlements "
+            "WHERE batch_id = $batch"
+        )[0]
+        others = [v for k, v in claimed.items() if k != "adjudicated"]
+        claimed["adjudicated"] = (
+            cost - sum((c for c, _ in others), Decimal(0)),
+            pay - sum((p for _, p in others), Decimal(0)),
+        )
+        own_payout = q(
+            "SELECT coalesce(sum(payout), 0) FROM lines WHERE batch_id = $batch "
+            "AND row_batch_id = $batch"
+        )[0][0]
+        by_outcome["adjudicated"]["payout"] = money(own_payout)
+    for outcome, (cost, pay) in claimed.items():
+        by_outcome[outcome]["total_cost"] = money(cost)
+        by_outcome[outcome]["self_pay_1"] = money(pay)
     by_code = {
         f"{outcome}:{code}": int(n)
         for outcome, code, n in q(
