@@ -21,6 +21,7 @@ from stdnum.cn import ric
 
 from fixtures.reports.workspace import FIXTURES, build_workspace, run_month
 from helpers import cli
+from twopay.identity.idnumber import mask_id
 
 # 18 characters, not part of a longer run of digits; validity (region, birth
 # date, check character) is checked by python-stdnum, not by our own code.
@@ -223,4 +224,47 @@ def test_ids_typed_with_spaces_hyphens_or_full_width_digits_are_masked_too(
     assert f"{wide[:6]}********{wide[-4:]}" in text
     why = cli("why", "-w", ws, "OK1", "--json").output
     assert shapes["Q3"] not in why and account not in why
-    assert "1101 05********" in why
+    assert mask_id(shapes["Q3"]) in why  # a whole ID field: first 6 and last 4 characters
+
+
+def test_an_id_that_does_not_look_like_one_is_masked_where_a_detail_names_it(
+    tmp_path: Path,
+) -> None:
+    """The ledger keeps identity details whole (spec 7); what shows them masks
+    the ID a detail names by position, whatever it holds: a letter O typed for
+    a zero, slashes. A tab-separated raw line keeps its columns."""
+    from helpers import ROSTER_HEADER, SIMPLE_RULE, init_workspace, person_id, write_csv
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(4)
+    odd = {"W1": pid[:9] + "O" + pid[10:], "W2": f"{pid[:6]}/{pid[6:14]}/{pid[14:]}"}
+    (tmp_path / "s.tsv").write_text(
+        "settlement_id\tid_number\tname\tvisit_type\tservice_date\thospital_code\t"
+        "total_cost\tself_pay_1\n"
+        + "".join(f"{k}\t{v}\t张伟\t门诊\t20240105\t11011400033\t100\t50\n" for k, v in odd.items())
+        + f"Q1\t{pid}\t张伟\t门诊\t20240105\t11011400033\tabc\t50\n",
+        encoding="utf-8",
+    )
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M4", "张伟", pid, "C4", "U1", "在职", "2020-01-01", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.tsv",
+        "--roster", roster, "--max-quarantine-rate", "1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    reports = ws / "reports" / "2024-01"
+    shown = (reports / "review.csv").read_text(encoding="utf-8") + (
+        reports / "rejections.csv"
+    ).read_text(encoding="utf-8")
+    assert cli("notices", "-w", ws, "--period", "2024-01").exit_code == 0
+    shown += "".join(p.read_text(encoding="utf-8-sig") for p in (reports / "notices").glob("*.csv"))
+    for w in ("W1", "W2"):
+        shown += cli("why", "-w", ws, w, "--json").output
+    for value in (*odd.values(), pid):
+        assert value not in shown
+    assert f"ID {mask_id(odd['W1'])} " in shown
+    quarantine = (reports / "quarantine.csv").read_text(encoding="utf-8")
+    assert f"Q1\t{mask_id(pid)}\t张伟\t门诊\t20240105\t11011400033\tabc\t50" in quarantine

@@ -52,26 +52,58 @@ SPACE_RE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _SPACE_
 SPACE_CLASS_SQL = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in _SPACE_RANGES) + "]"
 
 
-def _id_run(space_class: str) -> str:
+# The separators people type between the digits of an ID or account number:
+# spaces (not tabs or line breaks, which separate the cells of a raw line),
+# hyphens and slashes.
+_SEPARATORS = " \u00a0\u3000/\\-\uff0d"
+
+
+def _id_run() -> str:
     """An ID number or account written out in free text (a raw line, a
-    trace): 12 or more digits, full-width or not, with white space or hyphens
-    between them as people type them, the last one possibly X. Groups 1 and 2
-    are its first 6 and last 4 digits, with what separates them: masking keeps
-    them and stars the rest (spec 7). The full-width characters are in the
-    pattern as themselves, which Python's re and RE2 both read."""
-    sep = f"(?:{space_class}|[-－])*"
-    digit = "[0-9０-９]"
-    last = "[0-9０-９XxＸｘ]"
+    trace): 12 or more digits, full-width or not, with spaces, hyphens or
+    slashes between them as people type them, the last one possibly X. Groups
+    1 and 2 are its first 6 and last 4 digits, with what separates them:
+    masking keeps them and stars the rest (spec 7). The full-width characters
+    are in the pattern as themselves, which Python's re and RE2 both read."""
+    sep = f"[{_SEPARATORS}]*"
+    digit = "[0-9\uff10-\uff19]"
+    last = "[0-9\uff10-\uff19Xx\uff38\uff58]"
     return f"({digit}(?:{sep}{digit}){{5}})(?:{sep}{digit}){{2,}}((?:{sep}{digit}){{3}}{sep}{last})"
 
 
-ID_RUN_RE = re.compile(_id_run(SPACE_RE.pattern.removesuffix("+")))
-ID_RUN_SQL = _id_run(SPACE_CLASS_SQL)  # the same for RE2 (DuckDB)
+ID_RUN_SQL = _id_run()  # for RE2 (DuckDB)
+ID_RUN_RE = re.compile(ID_RUN_SQL)
+# The ID a detail sentence of the identity stage names, as it was given
+# ("ID 110105198O01011238 has characters other than ..."): masked by position
+# whatever it holds, since an invalid ID need not look like one.
+ID_GIVEN_SQL = r"\bID (\S*[0-9]\S*?)\.?(?:\s|$)"
+_ID_GIVEN_RE = re.compile(ID_GIVEN_SQL)
 
 
 def mask_text(value: str) -> str:
-    """``value`` with every ID- or account-like run of digits masked."""
+    """``value`` with the ID a detail names, and every ID- or account-like
+    run of digits, masked."""
+    value = _ID_GIVEN_RE.sub(lambda m: m[0].replace(m[1], mask_id(m[1]), 1), value)
     return ID_RUN_RE.sub(r"\1********\2", value)
+
+
+def mask_text_sql(col: str) -> str:
+    """SQL for mask_text (the few rows a report or notice shows)."""
+    given = f"regexp_extract({col}, '{ID_GIVEN_SQL}', 1)"
+    named = (
+        f"CASE WHEN {given} = '' THEN {col} "
+        f"ELSE replace({col}, 'ID ' || {given}, 'ID ' || {mask_id_sql(given)}) END"
+    )
+    return f"regexp_replace({named}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
+
+
+def mask_id_sql(col: str) -> str:
+    """SQL for mask_id."""
+    return (
+        f"CASE WHEN {col} IS NULL THEN '' "
+        f"WHEN length({col}) > 10 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
+        f" || right({col}, 4) ELSE repeat('*', length({col})) END"
+    )
 
 
 # A value Excel turned into a number: scientific notation, or a decimal point.

@@ -19,7 +19,7 @@ import duckdb
 
 from twopay import __version__
 from twopay.faults import fault_point
-from twopay.identity.idnumber import ID_RUN_SQL
+from twopay.identity.idnumber import mask_text_sql
 from twopay.reports.reasons import REASONS
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -31,13 +31,6 @@ def mask_sql(col: str) -> str:
         f"CASE WHEN length({col}) >= 11 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
         f" || right({col}, 4) ELSE {col} END"
     )
-
-
-def mask_text_sql(col: str) -> str:
-    """Mask every ID-number- or account-like run of digits inside free text
-    (full-width digits, spaces and hyphens too: idnumber.ID_RUN_SQL)."""
-    pattern = ID_RUN_SQL.replace("'", "''")
-    return f"regexp_replace({col}, '{pattern}', '\\1********\\2', 'g')"
 
 
 def safe_sql(col: str) -> str:

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twopay.errors import RuleFileError, UsageError
-from twopay.identity.idnumber import id_normalise_sql, mask_text
+from twopay.identity.idnumber import id_normalise_sql, mask_id, mask_text
 from twopay.identity.idnumber import normalise_id as normalise_id_number
 from twopay.identity.names import name_norm_sql, normalise_name
 from twopay.ledger.workspace import Workspace
@@ -55,6 +55,12 @@ _UNMASKED_FIELDS = frozenset(
         "version",
     }
 )
+# Fields that hold an ID number or account whole, as given: masked by
+# position (an invalid ID need not look like one: 110105198O01011238).
+_ID_FIELDS = frozenset(
+    {"id_number", "person", "person_key", "id_given", "id_normalised", "candidate_id",
+     "bank_account"}
+)  # fmt: skip
 _ID_SHAPE = re.compile(r"^(?:[0-9]{17}[0-9X]|[0-9]{15})$")
 
 
@@ -273,6 +279,8 @@ def mask_tree(value: Any, field: str | None = None) -> Any:
         return {k: mask_tree(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_tree(v, field) for v in value]
+    if isinstance(value, str) and field in _ID_FIELDS:
+        return mask_id(value)
     if isinstance(value, str) and field not in _UNMASKED_FIELDS:
         return mask_text(value)
     return value
