@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import socket
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -66,12 +67,14 @@ def bank_return(
     failed: frozenset[str] | set[str] = frozenset(),
     *,
     zh: bool = False,
+    card: Callable[[str], str] = lambda c: c,
 ) -> Path:
-    """What the bank sends back: one row per payment, ``failed`` ones failed."""
+    """What the bank sends back: one row per payment, ``failed`` ones failed;
+    ``card`` is how the bank writes the card number."""
     rows = [
         (
             p["payment_id"],
-            p["card_no"],
+            card(p["card_no"]),
             p["amount"],
             ("失败" if zh else "failed")
             if p["payment_id"] in failed
@@ -114,8 +117,14 @@ def test_full_cycle_reissues_failures_to_the_current_card_and_balances_to_the_fe
     failed = jan[1]
     member = failed["member_id"]
 
-    # January's return: one payment failed
-    ret1 = bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]})
+    # January's return: one payment failed; the bank writes cards in groups
+    # of four, and masks the middle with a number of stars of its own
+    def banks_card(c: str) -> str:
+        if c == failed["card_no"]:
+            return c[:6] + "****" + c[-4:]
+        return "-".join(c[i : i + 4] for i in range(0, len(c), 4))
+
+    ret1 = bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}, card=banks_card)
     code, out = reconcile(ws, ret1)
     assert code == 3
     assert out["counts"] == {"success": len(jan) - 1, "failed": 1}

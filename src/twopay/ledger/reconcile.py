@@ -9,10 +9,12 @@ result, the first that applies:
 * ``duplicate_row``: an earlier row of the same file already answered this
   payment (the first row in file order counts);
 * ``amount_mismatch``: the bank's amount differs from the amount issued;
-* ``card_mismatch``: the bank names another card than the one the payment was
-  issued to (spaces aside; a card the bank masks with ``*`` is compared on the
-  characters it shows); a row without a card_no is not compared;
 * ``failed``: the bank could not pay; its reason is kept;
+* ``card_mismatch``: the bank says it paid another card than the one the
+  payment was issued to (spaces and hyphens aside; a card the bank masks with
+  ``*`` is compared on the characters it shows at each end); a row without a
+  card_no is not compared, and a failed row is ``failed`` whatever its card
+  (it is re-issued to the member's current card);
 * ``paid_after_reissue``: the bank says a payment went through that twopay
   had already re-issued as failed (the member may be paid twice);
 * ``success``.
@@ -83,9 +85,8 @@ SELECT
         WHEN p.payment_id IS NULL THEN 'unknown_payment'
         WHEN r.nth > 1 THEN 'duplicate_row'
         WHEN r.amount <> p.amount THEN 'amount_mismatch'
-        WHEN NOT (replace(p.card_no, ' ', '')
-                  LIKE replace(replace(r.card_no, ' ', ''), '*', '_')) THEN 'card_mismatch'
         WHEN r.status = 'failed' THEN 'failed'
+        WHEN NOT card_matches(p.card_no, r.card_no) THEN 'card_mismatch'
         WHEN EXISTS (SELECT 1 FROM payments AS q WHERE q.retry_of = p.payment_id)
             THEN 'paid_after_reissue'
         ELSE 'success'
@@ -110,6 +111,23 @@ WHERE p.batch_id IN (
         WHERE e.payment_id = p.payment_id AND e.return_id < $return_id
           AND e.line_number IS NOT NULL AND e.result NOT IN ('unreadable', 'duplicate_row'))
 """
+
+# The issued card against the bank's (spaces and hyphens aside): equal, or,
+# where the bank masks the middle with '*', the same at both ends.
+CARD_MACROS_SQL = (
+    r"CREATE OR REPLACE TEMP MACRO card_clean(x) AS regexp_replace(x, '[\s\-]', '', 'g')",
+    r"CREATE OR REPLACE TEMP MACRO card_tail(b) AS regexp_extract(b, '\*([^*]*)$', 1)",
+    """
+    CREATE OR REPLACE TEMP MACRO card_matches(issued, told) AS CASE
+        WHEN told IS NULL OR issued IS NULL THEN true
+        WHEN strpos(told, '*') = 0 THEN card_clean(issued) = card_clean(told)
+        ELSE starts_with(card_clean(issued), split_part(card_clean(told), '*', 1))
+             AND ends_with(card_clean(issued), card_tail(card_clean(told)))
+             AND length(card_clean(issued)) >= length(split_part(card_clean(told), '*', 1))
+                                               + length(card_tail(card_clean(told)))
+    END
+    """,
+)
 
 SEEN_SQL = "SELECT min(return_id) FROM bank_returns WHERE sha256 = ?"
 NEXT_ID_SQL = "SELECT coalesce(max(return_id), 0) + 1 FROM bank_returns"
@@ -200,6 +218,8 @@ def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> Reco
                 "sha256": digest,
                 "now": datetime.now().replace(microsecond=0),
             }
+            for macro in CARD_MACROS_SQL:
+                con.execute(macro)
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(RECORD_ROWS_SQL, params)
