@@ -753,6 +753,16 @@ def test_a_run_replaces_its_own_report_files_and_nothing_else(
     done = run(ws, "2024-02", s2, r, "--out", ".")
     assert done.exit_code == 0, done.output
     assert (here / "payouts.csv").exists() and (here / "summary.json").exists()
+    # the workspace itself as --out: its files stay where they are, in the
+    # same folder (the ledger is open while the reports go into place)
+    monkeypatch.chdir(ws)
+    inode, hidden = ws.stat().st_ino, set(ws.glob(".*"))
+    s3 = write_csv(tmp_path / "s3.csv", SETTLEMENT_HEADER, month_rows(3))
+    done = run(ws, "2024-03", s3, r, "--out", ".")
+    assert done.exit_code == 0, done.output
+    assert ws.stat().st_ino == inode and Path(".").resolve() == ws.resolve()
+    assert (ws / "twopay.duckdb").is_file() and (ws / "payouts.csv").is_file()
+    assert set(ws.glob(".*")) == hidden  # no report temp folder left behind
 
 
 def _umask() -> int:

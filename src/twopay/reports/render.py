@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -339,7 +338,11 @@ def render_batch_reports(
     unmask: bool = False,
 ) -> dict[str, object]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".twopay-", dir=out_dir.parent))
+    # beside the reports' files when their folder exists (the same file
+    # system, and a folder twopay may write in), else beside the folder
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".twopay-", dir=out_dir if out_dir.is_dir() else out_dir.parent)
+    )
     try:
         tables: dict[str, Path] = {}
         rows: dict[str, int] = {}
@@ -387,32 +390,18 @@ def write_quarantine_only(con: duckdb.DuckDBPyConnection, out_dir: Path, *, unma
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place, so that a reader never sees a
-    half-written set. A run replaces its own files and nothing else: what an
-    older folder holds besides them (the notices of the period, an analyst's
-    own files) moves into the new folder first; the old folder is then moved
-    aside and removed."""
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # a report folder, not mkdtemp's private 0700
+    """Put the finished files in place. A new report folder is renamed into
+    place whole. In an existing one each file is renamed over its old
+    version (one atomic rename each), summary.json last, so that a reader who
+    sees the new summary sees the new set; nothing else there is touched (the
+    period's notices, an analyst's own files), but a refused run's
+    quarantine-refused.csv, which this set supersedes, goes."""
     if not out_dir.exists():
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)  # a report folder, not mkdtemp's private 0700
         os.replace(tmp, out_dir)
         return
-    ours = {entry.name for entry in tmp.iterdir()} | {REFUSED_QUARANTINE}
-    kept = [entry.name for entry in out_dir.iterdir() if entry.name not in ours]
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{datetime.now():%H%M%S%f}")
-    moved: list[str] = []
-    try:
-        for name in kept:
-            os.replace(out_dir / name, tmp / name)
-            moved.append(name)
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    except OSError:
-        # the caller removes tmp: the old folder and what moved out of it go back first
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)
-        for name in moved:
-            os.replace(tmp / name, out_dir / name)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    for name in sorted((e.name for e in tmp.iterdir()), key=lambda n: n == "summary.json"):
+        os.replace(tmp / name, out_dir / name)
+    (out_dir / REFUSED_QUARANTINE).unlink(missing_ok=True)
