@@ -784,3 +784,16 @@ def test_a_copy_in_another_settlements_file_names_that_file(ws: Path, tmp_path: 
     with (ws / "reports" / "2024-01" / "rejections.csv").open(encoding="utf-8") as fh:
         details = [row["detail"] for row in csv.DictReader(fh)]
     assert details == ["identical copy of line 4 of part-a.csv"] * 2
+    # two files of one name, from two folders: the file's place says which
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    a2 = write_csv(tmp_path / "x" / "part.csv", SETTLEMENT_HEADER, month_rows(2)[:3])
+    b2 = write_csv(tmp_path / "y" / "part.csv", SETTLEMENT_HEADER, [month_rows(2)[1]])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-02", "--settlements", a2, "--settlements", b2,
+        "--roster", r,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-02" / "rejections.csv").open(encoding="utf-8") as fh:
+        details = [row["detail"] for row in csv.DictReader(fh)]
+    assert details == ["identical copy of line 3 of part.csv (--settlements file 1)"]

@@ -526,7 +526,8 @@ class _Batch:
             SELECT s.*, coalesce(d.copies, 1) AS copies, coalesce(d.versions, 1) AS versions,
                    d.first_key IS NOT NULL AND s.row_key <> d.first_key AS is_copy,
                    coalesce(d.first_line, s.line_number) AS first_line,
-                   coalesce(d.first_file, s.source_file) AS first_file
+                   coalesce(d.first_file, s.source_file) AS first_file,
+                   coalesce(d.first_key, s.row_key) AS first_key
             FROM s_typed s LEFT JOIN dup_groups d USING (settlement_id)
             WHERE s.q_code IS NULL
             """
@@ -544,8 +545,13 @@ class _Batch:
                      WHEN s.versions > 1
                         THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
                      ELSE 'identical copy of line ' || s.first_line::VARCHAR
-                          || CASE WHEN s.first_file <> s.source_file
-                                  THEN ' of ' || s.first_file ELSE '' END END AS detail
+                          -- row_key // 10^12 is the file's place among --settlements
+                          || CASE WHEN s.first_key // 1000000000000 = s.row_key // 1000000000000
+                                  THEN ''
+                                  WHEN s.first_file <> s.source_file THEN ' of ' || s.first_file
+                                  ELSE ' of ' || s.first_file || ' (--settlements file '
+                                       || (s.first_key // 1000000000000 + 1)::VARCHAR || ')'
+                             END END AS detail
             FROM s_ok s LEFT JOIN prior_seen p USING (settlement_id)
             WHERE p.settlement_id IS NOT NULL OR s.versions > 1 OR s.is_copy
             """
