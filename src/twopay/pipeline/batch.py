@@ -480,12 +480,18 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE prior_seen AS
-            WITH firsts AS (
+            WITH asked AS (
+                -- only the settlement_ids this batch names: a year's ledger holds
+                -- tens of millions, of which a month repeats or reverses a few
+                SELECT settlement_id FROM s_typed WHERE q_code IS NULL
+                UNION SELECT reverses FROM s_typed WHERE q_code IS NULL AND reverses IS NOT NULL
+            ),
+            firsts AS (
                 SELECT o.settlement_id, arg_min(o.row_batch_id, (o.batch_id, o.row_key))
                            AS first_batch,
                        arg_min(o.row_key, (o.batch_id, o.row_key)) AS first_key,
                        arg_min(o.outcome, (o.batch_id, o.row_key)) AS first_outcome
-                FROM outcomes o
+                FROM outcomes o SEMI JOIN asked USING (settlement_id)
                 WHERE o.{self.prior} AND NOT o.carried AND o.outcome <> 'quarantined'
                 GROUP BY o.settlement_id
             ),
@@ -559,6 +565,7 @@ class _Batch:
         # The earlier lines of the originals this batch reverses: how many
         # normal lines each has (a reversal has none: it cannot be reversed)
         # and which reversal, if any, already clawed them back.
+        reversals = _scalar(con, "SELECT count(*) FROM s_ok WHERE reverses IS NOT NULL")
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE rev_orig AS
@@ -574,6 +581,7 @@ class _Batch:
             LEFT JOIN lines c ON c.reverses_line = o.line_key AND c.kind = 'clawback'
                              AND c.{self.prior}
             GROUP BY o.settlement_id
+            {"" if reversals else "LIMIT 0"}
             """,
             [self.prior_arg, self.prior_arg],
         )
