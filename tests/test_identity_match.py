@@ -204,7 +204,8 @@ def test_every_adjacent_swap_in_a_legacy_number_is_found_and_told_as_written() -
     rows = identify(ROSTER, [(typo, "张伟") for _, typo in swaps])
     assert [r["outcome"] for r in rows] == ["probable_id_typo"] * len(swaps)
     assert [r["candidate_member_id"] for r in rows] == ["M1"] * len(swaps)
-    for (i, _), row in zip(swaps, rows, strict=True):
+    for (i, typo), row in zip(swaps, rows, strict=True):
+        assert str(row["detail"]).startswith(f"ID {typo} ")  # as written
         assert f"digits {i + 1} and {i + 2} of the 15-digit number are swapped" in str(
             row["detail"]
         )

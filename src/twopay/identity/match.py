@@ -524,7 +524,12 @@ def _write_result(con: duckdb.DuckDBPyConnection, lazy_exact: bool = False) -> N
     problems = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in PROBLEMS.items())
     # the ledger keeps the full values (spec 7): reports, notices and `why`
     # mask the IDs in these sentences unless --unmask
-    given = "coalesce(nullif(id_norm, ''), '(empty)')"
+    # a 15-digit legacy number is named as it was written (its typo's digits
+    # are counted there), not in the 18-digit form it converts to
+    given = (
+        f"coalesce(nullif(CASE WHEN length({id_clean_sql('id_raw')}) = 15 "
+        f"THEN {id_clean_sql('id_raw')} ELSE id_norm END, ''), '(empty)')"
+    )
     cand = "c_person"
     con.execute(
         f"""
