@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -242,3 +243,72 @@ def test_inconsistent_amounts_name_the_amount_that_breaks_the_rule(tmp_path: Pat
         "N2": "self_pay_1 (150.00) is more than total_cost (100.00)",
         "R1": "self_pay_1 (20.00) is positive; a reversal's amounts are zero or negative",
     }
+
+
+@pytest.mark.parametrize(
+    "cell,read",
+    [
+        ("1,234.50", "1234.50"),
+        ("¥1,234.50元", "1234.50"),
+        ("-¥5", None),  # read (-5.00), but a normal row's amount is never negative
+        ("12,34", None),  # a decimal comma, or a stray one: not a thousands separator
+        ("100,00", None),
+        ("1,2,3", None),
+        ("12¥34", None),
+        ("1 234", None),
+    ],
+)
+def test_a_comma_is_a_thousands_separator_only_where_one_goes(
+    tmp_path: Path, cell: str, read: str | None
+) -> None:
+    """Spec 2: money is exact; '12,34' read as 1234 would pay a hundred times
+    the claim."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    (tmp_path / "s.csv").write_text(
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+        f'S1,{pid},张伟,门诊,2024-01-05,"{cell}",1\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "r.csv").write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
+        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    got = (
+        duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+        .execute("SELECT total_cost FROM settlements")
+        .fetchall()
+    )
+    if read is None:
+        quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+        assert "S1" in quarantine
+    else:
+        assert got == [(Decimal(read),)]
+
+
+@pytest.mark.parametrize("cell", ["24-03-05", "0024-03-05", "24/3/5"])
+def test_a_year_has_four_digits(tmp_path: Path, cell: str) -> None:
+    """'24-03-05' is not a date of the year 24: it is bad_date, not a claim
+    rejected as membership_inactive on 0024-03-05."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    (tmp_path / "s.csv").write_text(
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+        f"S1,{pid},张伟,门诊,{cell},100,50\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "r.csv").write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
+        encoding="utf-8",
+    )
+    cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
+        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
+    )  # fmt: skip
+    quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+    assert f"bad_date,service_date '{cell}' is not a date" in quarantine

@@ -9,9 +9,14 @@ from __future__ import annotations
 from twopay.io.schemas import CATEGORY_VALUES, VISIT_TYPE_VALUES
 
 # 1234.5 / 1,234.50 / ¥1234.50 / 1234.50元 / -12.00 ; NFKC has already turned ￥ into ¥.
-_MONEY_CLEAN = "regexp_replace({c}, '^(?:RMB|CNY)|[¥$,\\s]|元$', '', 'g')"
+# The currency goes first (a sign may stand before it), then the amount must
+# be plain or grouped by thousands: a comma anywhere else (12,34, a decimal
+# comma) is not read as one, and the amount is bad_amount.
+_MONEY_CLEAN = (
+    "regexp_replace(regexp_replace({c}, '^(-?)\\s*(?:RMB|CNY|¥|\\$)\\s*', '\\1'), '\\s*元$', '')"
+)
 # Two places; trailing zeros beyond them are fine, other digits are not.
-_MONEY_OK = "^-?[0-9]{{1,13}}(\\.[0-9]{{0,2}}0*)?$"
+_MONEY_OK = "^-?(?:[0-9]{{1,3}}(?:,[0-9]{{3}}){{1,4}}|[0-9]{{1,13}})(\\.[0-9]{{0,2}}0*)?$"
 
 
 def money_sql(col: str) -> str:
@@ -23,7 +28,8 @@ def money_sql(col: str) -> str:
         f"CASE WHEN regexp_full_match({col}, '[0-9]{{1,13}}(\\.[0-9]{{1,2}})?') "
         f"THEN CAST({col} AS DECIMAL(18,2)) "
         f"WHEN regexp_matches({clean}, '{_MONEY_OK.format()}') "
-        f"THEN CAST(regexp_replace({clean}, '(\\.[0-9]{{0,2}})0*$', '\\1') AS DECIMAL(18,2)) END"
+        f"THEN CAST(regexp_replace(replace({clean}, ',', ''), '(\\.[0-9]{{0,2}})0*$', '\\1') "
+        "AS DECIMAL(18,2)) END"
     )
 
 
@@ -52,7 +58,10 @@ def date_sql(col: str) -> str:
     return (
         f"CASE WHEN regexp_full_match({col}, '[12][0-9]{{3}}-[0-9]{{2}}-[0-9]{{2}}') "
         f"THEN try_cast({col} AS DATE) "
-        f"ELSE coalesce(CAST(coalesce({tries}) AS DATE), {serial}) END"
+        # %Y takes one to four digits: a year is four, from 1000 ('24-03-05'
+        # is not a date of year 24)
+        f"WHEN regexp_matches({col}, '^[12][0-9]{{3}}') THEN CAST(coalesce({tries}) AS DATE) "
+        f"ELSE {serial} END"
     )
 
 
