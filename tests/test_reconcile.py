@@ -165,6 +165,16 @@ def test_full_cycle_reissues_failures_to_the_current_card_and_balances_to_the_fe
     ]
     regular = [p for p in feb if not p["retry_of"]]
     assert f"2024-02-{member}" in {p["payment_id"] for p in regular}  # no collision
+    # why: each of the member's February lines once, paid by the regular payment
+    trace = json.loads(cli("why", "-w", ws, member, "--json").stdout)
+    feb_lines = [
+        (s["settlement_id"], ln["scheme"], ln["payment_id"])
+        for s in trace["settlements"]
+        for ln in s["lines"]
+        if ln["period"] == "2024-02"
+    ]
+    assert feb_lines and len(feb_lines) == len(set(feb_lines))
+    assert {pid for _s, _sc, pid in feb_lines} == {f"2024-02-{member}"}
     summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text("utf-8"))
     balance = summary["balance"]
     assert balance["balanced"] is True

@@ -167,6 +167,7 @@ FROM lines l
 JOIN subject ON subject.batch_id = l.row_batch_id AND subject.row_key = l.row_key
 JOIN batches b ON b.batch_id = l.batch_id
 LEFT JOIN payments p ON p.batch_id = l.batch_id AND p.member_id = l.member_id
+    AND p.retry_of IS NULL  -- a re-issue pays an earlier batch's lines, not these
 ORDER BY l.batch_id, l.line_key
 """
 
