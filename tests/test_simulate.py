@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SETTLEMENT_HEADER, SIMPLE_RULE, cli, init_workspace, person_id, write_csv
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    person_id,
+    write_csv,
+)
 from test_ledger import NAMES, ledger_rows, month_rows, roster, run
 from twopay.ledger.workspace import open_workspace
 from twopay.rules.loader import load_rules
@@ -282,3 +290,34 @@ def test_a_scheme_out_of_force_under_the_other_rules_pays_nothing(
     report = simulate(hand_ws, rules_dir(tmp_path / "late", late))
     # A4: 600 below 1000 -> 0; RB -> 0; B2: 1500 -> 250
     assert report["total"]["simulated"] == "250.00"
+
+
+def test_who_gains_or_loses_is_a_person_whatever_member_ids_they_had(tmp_path: Path) -> None:
+    """Spec 4.1: the accumulators are a person's, whatever member_id they had.
+    A person who moved from M1 to M1b in February and loses overall is one
+    loser, not a loser and a gainer."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    p = person_id(1)
+    r = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张伟", p, "C1", "U1", "在职", "2020-01-01", "2024-02-14"),
+            ("M1b", "张伟", p, "C2", "U2", "在职", "2024-02-15", None),
+        ],
+    )
+    rows = [
+        ("S1", p, "张伟", "门诊", "2024-01-10", None, "3000", "3000", None),  # M1: 1000
+        ("S2", p, "张伟", "门诊", "2024-03-10", None, "5000", "5000", None),  # M1b: 2000 (cap)
+    ]
+    s = write_csv(tmp_path / "s.csv", SETTLEMENT_HEADER, rows)
+    assert run(ws, "2024-03", s, r).exit_code == 0  # type: ignore[attr-defined]
+    # ratio 0.6 with an outpatient cap of 1500: S1 pays 1200, S2 only 300
+    capped = CHANGED_RULE.replace("annual_cap = 3000", "annual_cap = 1500")
+    report = simulate(ws, rules_dir(tmp_path / "other", capped))
+    assert report["total"]["members"] == 1
+    assert report["members"]["gain"]["count"] == 0
+    assert report["members"]["lose"] == {"count": 1, "amount": "-1500.00"}
+    assert [(m["member_id"], m["member_ids"], m["change"]) for m in report["largest_changes"]] == [
+        ("M1b", ["M1", "M1b"], "-1500.00")
+    ]

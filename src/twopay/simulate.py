@@ -97,7 +97,8 @@ FROM adj_result
 # Actual beside simulated, one row per line of the year.
 COMPARE_SQL = """
 CREATE OR REPLACE TEMP TABLE sim_compare AS
-SELECT l.line_key, l.settlement_id, l.member_id, l.unit_code, l.visit_type, l.scheme,
+SELECT l.line_key, l.settlement_id, l.person_key, l.member_id, l.unit_code, l.visit_type,
+       l.scheme,
        l.status AS actual_status, l.payout AS actual,
        coalesce(s.status, 'zero') AS simulated_status,
        coalesce(s.payout, 0)::DECIMAL(18,2) AS simulated
@@ -106,7 +107,7 @@ WHERE l.plan_year = ?
 """
 
 TOTAL_SQL = """
-SELECT count(*), count(DISTINCT settlement_id), count(DISTINCT member_id),
+SELECT count(*), count(DISTINCT settlement_id), count(DISTINCT person_key),
        coalesce(sum(actual), 0), coalesce(sum(simulated), 0)
 FROM sim_compare
 """
@@ -139,11 +140,15 @@ SELECT side, len(list_filter($edges::DOUBLE[], lambda e: e <= amount)) AS band,
 FROM sides GROUP BY side, band
 """
 
+# Who gains or loses is a person (spec 4.1: the accumulators are a person's,
+# whatever member_id they had), named by their latest member_id in the year.
 MEMBERS_SQL = """
 CREATE OR REPLACE TEMP TABLE sim_members AS
-SELECT member_id, any_value(unit_code) AS unit_code, sum(actual) AS actual,
+SELECT person_key, arg_max(member_id, line_key) AS member_id,
+       list(DISTINCT member_id ORDER BY member_id) AS member_ids,
+       arg_max(unit_code, line_key) AS unit_code, sum(actual) AS actual,
        sum(simulated) AS simulated, sum(simulated) - sum(actual) AS change
-FROM sim_compare GROUP BY member_id
+FROM sim_compare GROUP BY person_key
 """
 
 GAIN_LOSE_SQL = """
@@ -165,7 +170,7 @@ names AS (
     FROM roster_records WHERE member_id IN (SELECT member_id FROM top)
     GROUP BY member_id
 )
-SELECT t.member_id, n.name, t.unit_code, t.actual, t.simulated, t.change
+SELECT t.member_id, n.name, t.unit_code, t.actual, t.simulated, t.change, t.member_ids
 FROM top AS t LEFT JOIN names AS n USING (member_id)
 ORDER BY abs(t.change) DESC, t.member_id
 """
@@ -265,8 +270,14 @@ def compare(con: duckdb.DuckDBPyConnection, year: int, edges: list[float]) -> di
     con.execute(MEMBERS_SQL)
     gain_n, gain, lose_n, lose, same_n = con.execute(GAIN_LOSE_SQL).fetchall()[0]
     largest = [
-        {"member_id": m, "name": name, "unit_code": unit, **_side_by_side(a, s)}
-        for m, name, unit, a, s, _change in con.execute(LARGEST_SQL, [LARGEST]).fetchall()
+        {
+            "member_id": m,
+            "member_ids": list(ids),
+            "name": name,
+            "unit_code": unit,
+            **_side_by_side(a, s),
+        }
+        for m, name, unit, a, s, _change, ids in con.execute(LARGEST_SQL, [LARGEST]).fetchall()
     ]
     return {
         "year": year,
