@@ -310,3 +310,32 @@ def test_the_installed_entry_point(ws: Path) -> None:
     )
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_tier_segments_add_up_to_the_computed_amount_before_rounding(tmp_path: Path) -> None:
+    """Spec 4.1 rounds F(x1) - F(x0) once: a segment's share is shown exact
+    (4999.995 and 0.006), so the segments add up to what the line computed
+    (5000.00), where rounded shares (5000.00 + 0.01) would not."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from twopay.reports.why import _segments
+    from twopay.rules.loader import load_rule_file
+
+    rule = tmp_path / "r.toml"
+    rule.write_text(
+        'scheme = "s"\ntitle = "t"\nversion = "1"\neffective_from = 2024-01-01\n'
+        "[inpatient]\ndeductible = 1300\n"
+        "tiers = [ { up_to = 10000, ratio = 0.5 }, { up_to = 50000, ratio = 0.6 }, { ratio = 0.7 } ]\n",
+        encoding="utf-8",
+    )
+    line = {
+        "visit_type": "inpatient",
+        "kind": "normal",
+        "base_amount": Decimal("10000.00"),
+        "base_ytd_before": Decimal("1300.01"),
+        "base_ytd_after": Decimal("11300.01"),
+    }
+    segments = _segments(line, load_rule_file(rule))
+    assert [s["pays"] for s in segments] == ["4999.995", "0.006"]
+    total = sum(Decimal(s["pays"]) for s in segments)
+    assert total.quantize(Decimal("0.01"), ROUND_HALF_UP) == Decimal("5000.00")

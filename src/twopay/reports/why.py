@@ -360,10 +360,18 @@ def _segments(line: Mapping[str, Any], loaded: LoadedVersion) -> list[dict[str, 
                     "to": hi,
                     "ratio": str(ratio.normalize()),
                     "amount": part,
-                    "pays": (part * ratio).quantize(Decimal("0.01"), ROUND_HALF_UP),
+                    # exact: the line's computed amount rounds the segments'
+                    # sum once (spec 4.1), so rounded segments need not add up
+                    "pays": _exact(part * ratio),
                 }
             )
     return out
+
+
+def _exact(v: Decimal) -> str:
+    """An amount as it is: two places when that is exact, else every digit."""
+    cents = v.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    return f"{cents:.2f}" if cents == v else format(v.normalize(), "f")
 
 
 def line_trace(line: Mapping[str, Any], rules: RuleBook) -> dict[str, Any]:
