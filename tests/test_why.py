@@ -220,6 +220,9 @@ def test_a_reversal_shows_the_clawback_and_the_recovery(ws: Path) -> None:
         "JAN-003",
         "FEB-003",
     ]
+    # the human view says which plan year the accumulators are
+    human = why(ws, "FEB-003", "--lang", "en").stdout
+    assert "plan year" in human and "2024" in human
 
 
 def test_a_shared_name_lists_the_people_to_choose_from(ws: Path) -> None:

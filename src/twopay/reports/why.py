@@ -759,6 +759,8 @@ def _lines_table(lines: list[dict[str, Any]], lang: str) -> Table:
             table.add_row(label(name, lang), *[_fmt(v, lang) for v in values])
 
     row("status", [label(ln["status"], lang) for ln in lines])
+    # the accumulators below are this year's (a clawback's is its original's)
+    row("plan_year", [ln["plan_year"] for ln in lines])
     row("base_amount", [ln["base_amount"] for ln in lines])
     row("deductible", [r.get("deductible") for r in rule_of])
     row("deductible_left_before", [r.get("deductible_left_before") for r in rule_of])
