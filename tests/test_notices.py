@@ -222,3 +222,47 @@ def test_failed_payments_reach_the_unit(tmp_path: Path) -> None:
     counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
     assert counts["U01"] == {"review": 1, "payment_failed": 1}
     assert "U03" in counts and "unit-U03.csv" in {p.name for p in folder.iterdir()}
+
+
+def test_a_roster_record_that_cannot_be_read_reaches_its_unit(tmp_path: Path) -> None:
+    """Spec 8: notices list the card and identity errors a unit's officers
+    must fix. A roster record with no card number is quarantined, and its
+    member's claims are rejected: the unit named on the record is told."""
+    from helpers import (
+        ROSTER_HEADER,
+        SETTLEMENT_HEADER,
+        SIMPLE_RULE,
+        init_workspace,
+        person_id,
+        write_csv,
+    )
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张伟", person_id(1), "C1", "U1", "在职", "2020-01-01", None),
+            ("M5", "王芳", person_id(5), "", "U3", "在职", "2020-01-01", None),  # no card
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "张伟", "门诊", "2024-01-05", None, "100", "50", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    out = notices(ws, "--period", "2024-01")
+    counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
+    assert counts == {"U3": {"roster_record": 1}}
+    (row,) = read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U3.csv").iter_rows(
+        named=True
+    )
+    assert (row["类别"], row["会员编号"], row["原因代码"]) == ("名册记录", "M5", "roster_record")
+    assert row["详情"] == "roster line 3: missing_field: column card_no is empty"
+    assert row["处理办法"] == FIXES["roster_record"][0]
+    assert row["身份证号"] == "110105********" + person_id(5)[-4:]

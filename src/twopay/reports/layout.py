@@ -183,6 +183,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "rejection": ("拒付", "rejection"),
     "review": ("待复核", "review"),
     "payment_failed": ("支付失败", "failed payment"),
+    "roster_record": ("名册记录", "roster record"),
+    "roster_record_unreadable": ("会员名册记录无法读取", "a roster record cannot be read"),
     "unassigned": ("（无法确定单位）", "(unit unknown)"),
 }
 

@@ -1,8 +1,9 @@
 """`twopay notices`: one file per unit of what its officers must fix (spec 8).
 
 For the batch of a period: identity and card rejections (layout.NOTICE_CODES),
-the reviews still pending after it, and its payments the bank returned as
-failed. Each row carries the fix in words (reasons.FIXES). The unit is the
+the reviews still pending after it, its payments the bank returned as failed,
+and the records of its roster that could not be read (a roster record's unit
+is its own unit_code cell). Each row carries the fix in words (reasons.FIXES). The unit is the
 member's unit_code in that batch's roster; a row whose member cannot be
 known (an ID not in the roster) goes to the `unassigned` notice.
 
@@ -96,8 +97,20 @@ def notice_rows_sql(unmask: bool) -> str:
         FROM payments p JOIN returned r USING (payment_id)
         WHERE p.batch_id = $batch AND lower(r.status) = 'failed'
     ),
+    roster_bad AS (
+        -- roster records that could not be read (an empty card number, a bad
+        -- date): the unit's own data, which only its officers can correct
+        SELECT 4, 'roster_record', NULL, r.line_number, NULL, NULL, r.member_id, r.name,
+            r.id_number, r.card_no, NULL, NULL, NULL, 'roster_record',
+            'roster line ' || r.line_number::VARCHAR || ': ' || r.q_code || ': '
+                || coalesce(r.q_detail, ''),
+            NULL, r.unit_code
+        FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
+        WHERE b.batch_id = $batch AND r.q_code IS NOT NULL
+    ),
     everything AS (
         SELECT * FROM rejected UNION ALL SELECT * FROM pending UNION ALL SELECT * FROM failed
+        UNION ALL SELECT * FROM roster_bad
     )
     SELECT e.unit_code, n.unit_name, e.kind, e.settlement_id, e.payment_id, e.member_id,
         e.name, {mask("e.id_number")} AS id_number, {mask("e.card_no")} AS card_no,
@@ -146,6 +159,7 @@ def _frame(con: duckdb.DuckDBPyConnection, batch_id: int, lang: str, unmask: boo
     codes = [*layout.NOTICE_CODES, "probable_id_typo", "probable_name_typo", "payment_failed"]
     reasons = {c: reason(c, lang) for c in codes}
     reasons["payment_failed"] = layout.text("payment_failed", lang)
+    reasons["roster_record"] = layout.text("roster_record_unreadable", lang)
     fixes = {c: (zh if lang == "zh" else en) for c, (zh, en) in FIXES.items()}
     return frame.with_columns(
         pl.col("reason_code")
@@ -192,7 +206,10 @@ def write_notices(
             unit_code = group["unit_code"][0]
             unit_name = group["unit_name"][0]
             stem = unit_file_stem(unit_code, taken)
-            kinds = {k: layout.text(k, lang) for k in ("rejection", "review", "payment_failed")}
+            kinds = {
+                k: layout.text(k, lang)
+                for k in ("rejection", "review", "payment_failed", "roster_record")
+            }
             table = group.select(layout.NOTICE_COLUMNS).with_columns(
                 pl.col("kind").replace_strict(kinds, default=pl.col("kind"))
             )

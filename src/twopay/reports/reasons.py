@@ -83,6 +83,10 @@ FIXES: dict[str, tuple[str, str]] = {
         "核对服务卡号（卡号变更请更新名册）",
         "check the service card (update the roster if re-issued)",
     ),
+    "roster_record": (
+        "更正会员名册中的该条记录（如服务卡号、日期）",
+        "correct this record in the roster (card number, dates)",
+    ),
 }
 
 
