@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import date
+import csv
+import re
+import zipfile
+from collections.abc import Callable
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    person_id,
+    write_csv,
+)
 from twopay.errors import InputSchemaError, UsageError
-from twopay.io.readers import CHUNK, blank_lines, detect_encoding, load_input
+from twopay.io.readers import CHUNK, blank_lines, detect_encoding, excel_number_text, load_input
 from twopay.io.schemas import SETTLEMENTS
 from twopay.pipeline.validate import install_macros, typed_settlements_sql
 
@@ -342,3 +355,222 @@ def test_line_numbers_hold_across_a_large_file_read_in_parallel(tmp_path: Path) 
         ).fetchall()
     }
     assert bad and rejected == bad
+
+
+# -- Excel number cells ----------------------------------------------------------
+
+TRUE_ID = "110105199001011005"  # valid; Excel keeps 15 digits: 110105199001011000
+BOOK_HEADER = ("settlement_id", "id_number", "name", "visit_type", "service_date",
+               "total_cost", "self_pay_1", "hospital_code")  # fmt: skip
+
+
+def write_settlement_book(path: Path, rows: list[tuple[object, ...]]) -> Path:
+    """An .xlsx settlement export (columns BOOK_HEADER) as Excel writes one:
+    a number is a number cell, a date or datetime a date cell, anything else
+    a text cell."""
+    import xlsxwriter
+
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet()
+    day = wb.add_format({"num_format": "yyyy-mm-dd"})
+    stamp = wb.add_format({"num_format": "yyyy/m/d h:mm"})
+    ws.write_row(0, 0, BOOK_HEADER)
+    for r, row in enumerate(rows, start=1):
+        for c, value in enumerate(row):
+            if isinstance(value, datetime):
+                ws.write_datetime(r, c, value, stamp)
+            elif isinstance(value, date):
+                ws.write_datetime(r, c, datetime(value.year, value.month, value.day), day)
+            elif isinstance(value, int | float):
+                ws.write_number(r, c, value)
+            elif value is not None:
+                ws.write_string(r, c, str(value))
+    wb.close()
+    return path
+
+
+def rewrite_sheet(path: Path, edit: Callable[[bytes], bytes]) -> None:
+    """Apply ``edit`` to the XML of the first sheet of the workbook ``path``."""
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = edit(parts[sheet])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, body in parts.items():
+            z.writestr(name, body)
+
+
+def report_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_an_id_number_excel_stored_as_a_number_is_invalid_not_a_typo(tmp_path: Path) -> None:
+    """Spec 3: 110105199001011005 typed into Excel as a number is held as
+    1.10105199001011E+17; the run rejects it invalid_id_number as Excel-mangled
+    and does not offer the roster member with the true number as a typo."""
+    ws = init_workspace(tmp_path / "ws", {"test.toml": SIMPLE_RULE})
+    book = write_settlement_book(
+        tmp_path / "结算明细.xlsx",
+        [
+            ("X1", int(TRUE_ID), "张伟", "门诊", date(2024, 3, 5), 3000, 2000),
+            ("X2", person_id(2), "李娜", "门诊", date(2024, 3, 6), 3000, 2000),
+        ],
+    )
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张伟", TRUE_ID, "C1", "U1", "in_service", "2020-01-01", ""),
+            ("M2", "李娜", person_id(2), "C2", "U1", "in_service", "2020-01-01", ""),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-03", "--settlements", book,
+               "--roster", roster, "--unmask")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    reports = ws / "reports" / "2024-03"
+    rejected = {r["settlement_id"]: r for r in report_rows(reports / "rejections.csv")}
+    held = {r["settlement_id"] for r in report_rows(reports / "review.csv")}
+    assert "X1" not in held
+    assert rejected["X1"]["reason_code"] == "invalid_id_number"
+    assert rejected["X1"]["id_number"] == "110105199001011000"  # what Excel holds
+    assert "Excel converted" in rejected["X1"]["detail"]
+    assert "X2" not in rejected and "X2" not in held  # a text cell is read exactly
+
+
+def number_cells_book(path: Path) -> Path:
+    write_settlement_book(
+        path,
+        [
+            # an ID as a number; money with a float artefact and one in the
+            # hundreds of millions; a numeric hospital code
+            ("N1", int(TRUE_ID), "张伟", "门诊", date(2024, 3, 5), 100000000.07, 0.1 + 0.2, 1001),
+            # the same ID as text, read exactly; a date cell in a text column
+            (12, TRUE_ID, "张伟", "住院", "2024-03-20", 1234.5, 1000, datetime(2024, 3, 5, 13)),
+        ],
+    )
+    # xlsxwriter writes 16 significant digits; Excel the double's shortest form
+    rewrite_sheet(path, lambda x: x.replace(b"<v>0.3</v>", b"<v>0.30000000000000004</v>"))
+    return path
+
+
+def check_number_cells(rows: list[dict[str, object]]) -> None:
+    first, second = rows
+    assert first["id_number"] == "110105199001011000"
+    assert first["total_cost"] == Decimal("100000000.07")
+    assert first["self_pay_1"] == Decimal("0.30")
+    assert first["hospital_code"] == "1001"
+    assert first["service_date"] == date(2024, 3, 5)  # a date cell stays a date
+    assert first["q_code"] is None
+    assert second["settlement_id"] == "12"
+    assert second["id_number"] == TRUE_ID
+    assert second["total_cost"] == Decimal("1234.50")
+    assert second["service_date"] == date(2024, 3, 20)
+    assert second["hospital_code"] == "2024-03-05 13:00:00"  # as fastexcel writes a date
+
+
+def test_xlsx_number_cells_read_as_excel_shows_them(tmp_path: Path) -> None:
+    """A number cell is the number Excel holds and shows: at most 15
+    significant digits, not its binary value written out in full."""
+    book = number_cells_book(tmp_path / "n.xlsx")
+    eager = read_typed(book, tmp_path)
+    check_number_cells(eager)
+    assert read_typed(book, tmp_path, lazy=True) == eager
+
+
+@pytest.mark.parametrize("form", ["no cell references", "namespace prefix"])
+def test_xlsx_number_cells_in_other_xml_forms_read_the_same(form: str, tmp_path: Path) -> None:
+    """Writers other than Excel may leave out the (optional) cell references
+    or put the sheet's elements under a namespace prefix: the same cells."""
+    book = number_cells_book(tmp_path / "n.xlsx")
+    if form == "no cell references":
+        rewrite_sheet(book, lambda x: re.sub(rb'<c r="[A-Z]+[0-9]+"', b"<c", x))
+    else:
+        rewrite_sheet(
+            book,
+            lambda x: re.sub(rb"<(/?)(?=[a-zA-Z])", rb"<\1x:", x.split(b"?>", 1)[1]).replace(
+                b"xmlns=", b"xmlns:x="
+            ),
+        )
+    check_number_cells(read_typed(book, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("1.10105199001011E+17", "110105199001011000"),
+        ("110105199001011005", "110105199001011000"),
+        ("0.30000000000000004", "0.3"),
+        ("9365.889999999999", "9365.89"),
+        ("1234.5", "1234.5"),
+        ("100000000.07", "100000000.07"),
+        ("99999999999999.99", "100000000000000"),
+        ("1E-10", "0.0000000001"),
+        ("-0", "0"),
+        ("1e400", None),
+        ("NaN", None),
+        ("abc", None),
+    ],
+)
+def test_excel_number_text(stored: str, shown: str | None) -> None:
+    assert excel_number_text(stored) == shown
+
+
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+CENTS = st.decimals(-(10**9), 10**9, places=2, allow_nan=False).map(float)
+
+
+@settings(max_examples=15, deadline=None)
+@example(values=[110105199001011005.0, 8388608.61, 100000000.07, 0.1 + 0.2, 9365.889999999999])
+@given(
+    values=st.lists(
+        st.one_of(
+            FINITE,
+            CENTS,
+            st.tuples(CENTS, st.sampled_from([0.1, 0.3, 0.7, 1 / 3, 1.1])).map(
+                lambda t: t[0] * t[1]  # a float artefact (9365.889999999999)
+            ),
+            st.integers(10**14, 10**18).map(float),  # an ID or account as a number
+            st.floats(-1e7, 1e7).map(lambda v: round(v, 10)),
+        ).filter(lambda v: v != 0),  # (Excel stores no -0)
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_every_number_cell_reads_as_excel_shows_it(
+    values: list[float], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each number cell of a text column, stored as Excel stores it (the
+    double's shortest form), reads as excel_number_text says Excel shows it,
+    whether or not the reader had to take it from the XML."""
+    tmp = tmp_path_factory.mktemp("xn")
+    rows = [(f"S{i}", TRUE_ID, "张伟", "门诊", "2024-03-05", 1, 1, v) for i, v in enumerate(values)]
+    book = write_settlement_book(tmp / "n.xlsx", rows)
+    stored = {str(i + 2): repr(v).upper() for i, v in enumerate(values)}  # 1.5E+17, as Excel
+    rewrite_sheet(
+        book,
+        lambda x: re.sub(
+            rb'(<c r="H([2-9]|[1-9][0-9]+)"><v>)[^<]*',  # the number cells below the header
+            lambda m: m[1] + stored[m[2].decode()].encode(),
+            x,
+        ),
+    )
+    got = [r["hospital_code"] for r in read_typed(book, tmp)]
+    assert got == [excel_number_text(stored[str(i + 2)]) for i in range(len(values))]
+
+
+@pytest.mark.parametrize("encoding", ["foo", "base64"])
+def test_an_unknown_encoding_is_a_usage_error(encoding: str, tmp_path: Path) -> None:
+    """--encoding names no text encoding: exit 2, one sentence naming it."""
+    ws = init_workspace(tmp_path / "ws")
+    settlements = write_csv(tmp_path / "s.csv", SETTLEMENT_HEADER, [])
+    roster = write_csv(tmp_path / "r.csv", ROSTER_HEADER, [])
+    done = cli("run", "-w", ws, "--period", "2024-03", "--settlements", settlements,
+               "--roster", roster, "--encoding", encoding)  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "internal error" not in done.output
+    assert len(done.output.strip().splitlines()) == 1 and repr(encoding) in done.output
+    bank = write_csv(tmp_path / "b.csv", ("payment_id", "card_no", "amount", "status"), [])
+    done = cli("reconcile", "-w", ws, "--bank-return", bank, "--encoding", encoding)
+    assert done.exit_code == 2 and repr(encoding) in done.output, done.output
+    assert len(done.output.strip().splitlines()) == 1

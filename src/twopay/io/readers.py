@@ -15,12 +15,16 @@ import csv
 import hashlib
 import io
 import itertools
+import math
 import mmap
 import re
 import shutil
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -28,6 +32,9 @@ import pyarrow.compute as pc
 
 from twopay.errors import InputSchemaError, UsageError
 from twopay.io.schemas import FileKind, header_key, header_map
+
+if TYPE_CHECKING:
+    import polars as pl
 
 SNIFF_BYTES = 1 << 16
 CHUNK = 1 << 22
@@ -198,6 +205,19 @@ def detect_encoding(path: Path) -> str:
     return "utf-8"
 
 
+def check_encoding(encoding: str) -> None:
+    """A usage error unless ``encoding`` (--encoding) names a text encoding
+    Python knows (codecs.lookup alone also accepts base64, zlib, rot13...)."""
+    try:
+        "".encode(encoding)
+        b"".decode(encoding)
+    except (LookupError, UnicodeError):
+        raise UsageError(
+            f"unknown encoding {encoding!r} given with --encoding; "
+            "name a text encoding such as utf-8, gb18030 or utf-16."
+        ) from None
+
+
 def _to_utf8(path: Path, encoding: str, workdir: Path) -> Path:
     """DuckDB reads UTF-8 only (its encodings extension downloads at run time):
     transcode other encodings once, streaming."""
@@ -283,6 +303,8 @@ def load_input(
     large file instead of a copy per step); the caller reads it while
     ``workdir`` exists and then calls drop_loaded."""
     register_functions(con)
+    if encoding is not None:
+        check_encoding(encoding)
     if not path.is_file():
         raise UsageError(f"{path}: no such file.")
     if path.stat().st_size == 0:
@@ -512,6 +534,300 @@ def _stage_csv(
     return _Staged(set(named), raw_cells=[f"_src{i}" for i in range(n)], sep=delim)
 
 
+# -- Excel number cells ------------------------------------------------------
+#
+# fastexcel writes a number cell out as its binary value: 1.10105199001011E+17
+# (what Excel keeps of 110105199001011005 typed as a number) becomes
+# 110105199001011008, and 100000000.07 becomes 100000000.069999993. Excel
+# holds and shows 15 significant digits (spec 3: such an ID is Excel-mangled,
+# never guessed; spec 2: an amount is what Excel shows). Only the sheet's XML
+# says which cells are numbers (fastexcel's typed reads coerce numeric text
+# too), so a streaming pass over it lists the number cells that fastexcel
+# writes otherwise than Excel shows them: found by their stored value (the
+# <v> text), then checked to be a number cell.
+
+
+def _rounds_away(n: int) -> str:
+    """A regex: n digits and what follows, which rounding at the n-th
+    digit turns into zeros (all 0 then below 5, or all 9 then above 5)."""
+    return rf"(?:0{{{n}}}[0-4][0-9]*|9{{{n}}}(?:[6-9][0-9]*|5[0-9]*[1-9]))"
+
+
+# fastexcel writes a number rounded to 9 decimals (trailing zeros dropped);
+# Excel shows it rounded to 15 significant digits. The two agree on every
+# stored value of at most 10 characters but a fraction of 7 integer digits
+# or more (whose 9 decimals can show its binary value: 8388608.61 is written
+# 8388608.609999999), and on these longer ones:
+_SAME_AS_EXCEL = [
+    r"[1-9][0-9]{0,14}",  # an integer of at most 15 digits
+    r"[0-9]{1,6}\.[0-9]{1,9}",  # at most 6 + 9 digits
+    r"[1-9][0-9]{5}\.[0-9]+",  # 6 integer digits: Excel shows 9 decimals too
+    # k integer digits (k < 6): Excel rounds at decimal 15 - k, which leaves
+    # no digit past the 9th when decimals 10 to 15 - k are all 0 and the next
+    # is below 5, or all 9 and what follows above 5 (a float artefact
+    # such as 9365.889999999999 or 576.0700000000001; a 5 alone may stand for
+    # a binary value just below it)
+    *(rf"[1-9][0-9]{{{k - 1}}}\.[0-9]{{9}}{_rounds_away(6 - k)}" for k in range(1, 6)),
+    # below 1, with z zeros after the point: Excel rounds at decimal z + 15
+    # (0.30000000000000004)
+    *(rf"0\.0{{{z}}}[1-9][0-9]{{{8 - z}}}{_rounds_away(z + 6)}" for z in range(9)),
+]
+_STORED_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[Ee][-+]?[0-9]+)?")
+
+
+def _number_cells() -> pl.DataFrame:
+    """No number cells, in the frame that lists a sheet's: column and row
+    (numbered from 1), and stored value."""
+    import polars as pl
+
+    return pl.DataFrame(schema={"column": pl.Int64, "row": pl.Int64, "stored": pl.String})
+
+
+def _column(letters: bytes | str) -> int:
+    """A column's number (A = 1) from its letters."""
+    data = letters.encode() if isinstance(letters, str) else letters
+    return sum((b - 64) * 26**i for i, b in enumerate(reversed(data)))
+
+
+def excel_number_text(stored: str) -> str | None:
+    """A number cell's stored value (its XML text) as Excel holds and shows
+    it: 15 significant digits, written out without an exponent
+    (1.10105199001011E+17 -> 110105199001011000, 0.30000000000000004 -> 0.3,
+    1E-10 -> 0.0000000001). None for a value that is no finite number."""
+    if not _STORED_NUMBER.fullmatch(stored):
+        return None
+    value = float(stored)
+    if not math.isfinite(value):
+        return None
+    text = format(value, ".15g")
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return "0" if text == "-0" else text
+
+
+class _CellPatterns:
+    """The worksheet XML's patterns (Rust regex syntax, for polars), for its
+    namespace prefix (``x:`` in ``<x:c r="A1">``; most writers use none)."""
+
+    def __init__(self, head: bytes) -> None:
+        found = re.search(rb"<(?:([A-Za-z_][\w.-]*):)?worksheet[\s>]", head)
+        prefix = found.group(1).decode() + ":" if found and found.group(1) else ""
+        p = re.escape(prefix)
+        self.cell = b"<" + prefix.encode() + b"c"  # where a cell element starts
+        self.row = b"<" + prefix.encode() + b"row"  # where a row element starts
+        self.open, self.close = f"<{prefix}v>", f"</{prefix}v>"
+        # a stored value worth a look (_SAME_AS_EXCEL)
+        stored = r"(?:[^<]{11,}|[^<Ee]*[Ee][^<]*|-?[0-9]{7,}\.[^<]*)"
+        self.values = rf"<{p}v>{stored}</{p}v>"  # every <v> element with one
+        # those in a cell written <c r="A1" ... (the reference is optional)
+        self.cells = (
+            rf'<{p}c r="[A-Z]+[0-9]+"[^>]*>\s*'
+            rf"(?:<{p}f\b[^>]*/>\s*|<{p}f\b[^>]*>[^<]*</{p}f>\s*)?<{p}v>{stored}</{p}v>"
+        )
+        # in a cell ``cells`` matches: its column letters, row and type
+        self.letters = rf'^<{p}c r="([A-Z]+)'
+        self.row_number = rf'^<{p}c r="[A-Z]+([0-9]+)'
+        self.type = rf"""^<{p}c r="[^"]*"[^>]*?\st\s*=\s*["']([^"']*)["']"""
+        # split at self.row or self.cell, what follows a row's or cell's
+        # name: its reference, and a cell's type and value
+        self.row_ref = r"""^[^>]*?\sr\s*=\s*["']([0-9]{1,9})["']"""
+        self.ref_letters = r"""^[^>]*?\sr\s*=\s*["']\$?([A-Z]{1,3})\$?[0-9]"""
+        self.ref_row = r"""^[^>]*?\sr\s*=\s*["']\$?[A-Z]{1,3}\$?([0-9]{1,9})["']"""
+        self.any_type = r"""^[^>]*?\st\s*=\s*["']([^"']*)["']"""
+        self.any_value = rf"<{p}v\b[^>]*>([^<]*)<"
+
+    def wanted(self, xml: pl.Expr) -> pl.Expr:
+        """How many stored values worth a look ``xml`` holds that fastexcel
+        writes otherwise than Excel shows them."""
+        import polars as pl
+
+        return (
+            xml.str.extract_all(self.values)
+            .list.eval(
+                pl.element()
+                .str.strip_prefix(self.open)
+                .str.strip_suffix(self.close)
+                # (not a NOT inside the regex, which RE2-like engines cannot say)
+                .str.contains(_OTHER_THAN_EXCEL)
+                .not_()
+            )
+            .list.sum()
+            .fill_null(0)
+        )
+
+
+_OTHER_THAN_EXCEL = rf"^-?(?:{'|'.join(_SAME_AS_EXCEL)})$"
+
+
+def _sheet_batches(
+    z: zipfile.ZipFile, part: str, *, rows: bool = False
+) -> Iterator[tuple[_CellPatterns, pl.Series]]:
+    """A worksheet part's XML as text, in batches of up to 16 blocks (64 MB,
+    scanned in parallel), each cut just before the last cell or row (only a
+    row when ``rows``) that starts in it, so that it holds whole ones."""
+    import polars as pl
+
+    def text(blocks: list[bytes]) -> pl.Series:
+        try:
+            return pl.Series(blocks, dtype=pl.Binary).cast(pl.String)
+        except pl.exceptions.ComputeError:  # not UTF-8
+            return pl.Series([b.decode("utf-8", "replace") for b in blocks])
+
+    pats: _CellPatterns | None = None
+    with z.open(part) as fh:
+        tail, batch, end = b"", [], False
+        while not end:
+            block = fh.read(CHUNK)
+            end = not block
+            block = tail + block
+            if pats is None:
+                pats = _CellPatterns(block)
+            if end:
+                cut = len(block)
+            else:
+                cut = block.rfind(pats.row)
+                if not rows:
+                    cut = max(cut, block.rfind(pats.cell))
+                if cut <= 0 and not rows:
+                    cut = block.rfind(b"<")
+                if cut <= 0:
+                    tail = block
+                    continue
+            batch.append(block[:cut])
+            tail = block[cut:]
+            if end or len(batch) == 16:
+                yield pats, text(batch)
+                batch = []
+
+
+def _scan_sheet(z: zipfile.ZipFile, part: str, suspicious: str) -> tuple[bool, pl.DataFrame]:
+    """One streaming pass over a worksheet part: whether the regex
+    ``suspicious`` (a cell reference far out) matches in it, and the number
+    cells that fastexcel writes otherwise than Excel shows them (_number_cells).
+    The regexes run in polars. When such a value's cell is not written
+    <c r="A1" ..., a second pass reads the rows that hold one
+    (_number_cells_by_row)."""
+    import polars as pl
+
+    suspect = irregular = False
+    cells: list[pl.DataFrame] = []
+    x = pl.col("x")
+    for pats, text in _sheet_batches(z, part):
+        frame = pl.DataFrame({"x": text})
+        found = frame.select(
+            x.str.contains(suspicious).any().alias("seen"), pats.wanted(x).alias("wanted")
+        )
+        suspect = suspect or bool(found["seen"][0])
+        wanted = found["wanted"]
+        if irregular or not wanted.sum():
+            continue
+        got = (
+            frame.filter(wanted > 0)
+            .select(x.str.extract_all(pats.cells))
+            .explode("x")
+            .drop_nulls()
+            .select(
+                x.str.extract(pats.letters).alias("letters"),
+                x.str.extract(pats.row_number).cast(pl.Int64, strict=False).alias("row"),
+                x.str.extract(pats.type).alias("type"),
+                x.str.split(pats.open).list.last().str.strip_suffix(pats.close).alias("stored"),
+            )
+            .filter(~pl.col("stored").str.contains(_OTHER_THAN_EXCEL))
+        )
+        irregular = got.height != wanted.sum()
+        cells.append(got)
+    if irregular:
+        return suspect, _number_cells_by_row(z, part)
+    found = pl.concat(cells).filter(pl.col("type").fill_null("n") == "n") if cells else None
+    if found is None or found.is_empty():  # (a number cell has no t, or t="n")
+        return suspect, _number_cells()
+    letters = found["letters"].unique().to_list()  # a few columns
+    column = pl.col("letters").replace_strict(
+        letters, [_column(c) if len(c) <= 3 else None for c in letters], return_dtype=pl.Int64
+    )
+    return suspect, found.select(column.alias("column"), "row", "stored")
+
+
+def _number_cells_by_row(z: zipfile.ZipFile, part: str) -> pl.DataFrame:
+    """_scan_sheet's number cells, in a sheet whose cells are not all written
+    <c r="A1" ...: the cells of the rows that hold a value worth a look, read
+    whatever their form. A row or cell without a reference is the one after
+    the one before it, as calamine reads it."""
+    import polars as pl
+
+    def split(text: pl.Expr, at: bytes) -> pl.Expr:
+        """The pieces of ``text`` after each ``at`` that starts an element
+        (not, say, <rowBreaks where ``at`` is <row)."""
+        return (
+            text.str.split(at.decode())
+            .list.slice(1)
+            .list.eval(pl.element().filter(pl.element().str.contains(r"^[\s/>]")))
+        )
+
+    x, i = pl.col("x"), pl.col("i").cast(pl.Int64)
+    found: list[pl.DataFrame] = []
+    last = 0  # the number of the row before the batch
+    for pats, text in _sheet_batches(z, part, rows=True):
+        rows = (
+            pl.DataFrame({"x": text})
+            .select(split(x, pats.row))
+            .explode("x")
+            .drop_nulls()
+            .with_row_index("i")
+            .select(
+                "i",
+                "x",
+                # its own reference, or the one of a row before it and the rows between
+                (x.str.extract(pats.row_ref).cast(pl.Int64, strict=False) - i)
+                .forward_fill()
+                .fill_null(last + 1)
+                .add(i)
+                .alias("row"),
+                pats.wanted(x).alias("wanted"),
+            )
+        )
+        if rows.height:
+            last = rows["row"][-1]
+        found.append(
+            rows.filter(pl.col("wanted") > 0)
+            .select("i", "row", split(x, pats.cell))
+            .explode("x")
+            .drop_nulls()
+            .select(
+                "i",
+                "row",
+                pl.int_range(1, pl.len() + 1).over("i").alias("at"),  # its place in the row
+                x.str.extract(pats.ref_letters).alias("letters"),
+                x.str.extract(pats.ref_row).cast(pl.Int64, strict=False).alias("ref_row"),
+                x.str.extract(pats.any_type).alias("type"),
+                x.str.extract(pats.any_value).alias("stored"),
+            )
+        )
+    cells = pl.concat(found) if found else pl.DataFrame()
+    if cells.is_empty():
+        return _number_cells()
+    letters = cells["letters"].drop_nulls().unique().to_list()
+    column = pl.col("letters").replace_strict(
+        letters, [_column(c) for c in letters], default=None, return_dtype=pl.Int64
+    )
+    at = pl.col("at").cast(pl.Int64)
+    return (
+        cells.select(
+            # its own reference, or the one of a cell before it and the cells between
+            ((column - at).forward_fill().over("i").fill_null(0) + at).alias("column"),
+            pl.coalesce("ref_row", "row").alias("row"),
+            "type",
+            "stored",
+        )
+        .filter(
+            pl.col("type").fill_null("n") == "n",  # a number cell has no t, or t="n"
+            pl.col("stored").is_not_null(),
+            ~pl.col("stored").str.contains(_OTHER_THAN_EXCEL),
+        )
+        .select("column", "row", "stored")
+    )
+
+
 def _stage_xlsx(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -525,7 +841,6 @@ def _stage_xlsx(
     #N/A, ...) in a column twopay reads is a parse error of its row, not an
     empty cell."""
     import xml.etree.ElementTree as ET
-    import zipfile
     import zlib
 
     import fastexcel
@@ -548,24 +863,15 @@ def _stage_xlsx(
             pass
         return sorted(n for n in names if n.startswith("xl/worksheets/"))
 
-    # a literal prefix keeps the cheap pass fast (2.4M cells in 0.2 s); a
+    # the cheap pass (_scan_sheet) looks for a reference far out; a
     # single-quoted r='...' (legal, but no writer does it) goes the slow way
-    quick = re.compile(rb"""r="(?:[A-Z]{2,}[0-9]|[A-Z]*[0-9]{7})|r='""")
+    quick = r"""r="(?:[A-Z]{2,}[0-9]|[A-Z]*[0-9]{7})|r='"""
     cell_ref = re.compile(rb"""\br=["']([A-Z]*)([0-9]+)["']""")
 
-    def column(letters: bytes) -> int:
-        return sum((b - 64) * 26**i for i, b in enumerate(reversed(letters)))
-
-    def used_range(z: zipfile.ZipFile, part: str) -> tuple[int, int, int, str] | None:
-        """(rows, columns, filled cells, last cell) of the part's used range,
-        when a cheap pass finds a column past Z or a row past 999999 (else None)."""
-        with z.open(part) as fh:
-            tail, suspect = b"", False
-            while not suspect and (block := fh.read(CHUNK)):
-                suspect = quick.search(tail + block) is not None
-                tail = block[-32:]
-        if not suspect:
-            return None
+    def used_range(z: zipfile.ZipFile, part: str) -> tuple[int, int, int, str]:
+        """(rows, columns, filled cells, last cell) of the part's used range
+        (read when the cheap pass of _scan_sheet finds a column past Z or a
+        row past 999999)."""
         rows: list[int] = []
         cols: list[bytes] = []
         cells = 0
@@ -584,22 +890,28 @@ def _stage_xlsx(
                 cells += len(named)
                 cols += [min(named, key=order), max(named, key=order)] if named else []
         if not rows:
-            return None
+            return 1, 1, 1, "A1"
         first, last = (min(cols, key=order), max(cols, key=order)) if cols else (b"A", b"A")
-        width = column(last) - column(first) + 1
+        width = _column(last) - _column(first) + 1
         return max(rows) - min(rows) + 1, width, cells, f"{last.decode()}{max(rows)}"
 
-    def check_used_range() -> None:
+    def scan_sheet() -> pl.DataFrame:
+        """Refuse a sheet whose used range would be absurd, and list its
+        number cells worth reading from the XML (_scan_sheet)."""
         # calamine allocates the sheet's whole used range, first cell to last:
         # one stray cell at XFD1048576 asks for 17 billion cells and aborts the
         # process. Refuse such a sheet, naming the cell, before reading it.
+        numbers = _number_cells()
         try:
             with zipfile.ZipFile(path) as z:
-                for part in first_sheet_parts(z):
-                    found = used_range(z, part)
-                    if found is None:
+                parts = first_sheet_parts(z)
+                for part in parts:
+                    suspect, found = _scan_sheet(z, part, quick)
+                    if len(parts) == 1:  # else which sheet calamine reads is unknown
+                        numbers = found
+                    if not suspect:
                         continue
-                    height, width, cells, last = found
+                    height, width, cells, last = used_range(z, part)
                     if height * width > 4 * cells + 5_000_000:
                         raise UsageError(
                             f"{path}: the sheet's used range reaches cell {last} "
@@ -607,9 +919,10 @@ def _stage_xlsx(
                             "beyond the table (or save the sheet as CSV) and run again."
                         )
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError):
-            return  # not a readable zip: calamine says so below
+            return _number_cells()  # not a readable zip: calamine says so below
+        return numbers
 
-    check_used_range()
+    numbers = scan_sheet()
     try:
         reader = fastexcel.read_excel(str(path))
         # skip_rows=0: keep the blank rows above the table, so that frame row i
@@ -617,6 +930,8 @@ def _stage_xlsx(
         sheet = reader.load_sheet(0, header_row=None, dtypes="string", skip_rows=0)
         batch, cell_errors = sheet.to_arrow_with_errors()
         frame = pl.from_arrow(batch)
+        # frame column -> its sheet column (calamine starts at the first used one)
+        sheet_column = {c.name: c.absolute_index + 1 for c in sheet.selected_columns}
     except Exception as exc:  # fastexcel raises its own error types
         raise UsageError(
             f"{path}: cannot be read as an Excel workbook ({_first_line(exc)})."
@@ -654,6 +969,42 @@ def _stage_xlsx(
         if bad_cells
         else pl.lit(None, dtype=pl.String)
     )
+    # A number cell in a text or money column is the number Excel holds and
+    # shows, not its binary value written out (_scan_sheet). A date column
+    # needs none: a date cell is read as a date, and a plain number there
+    # (20240305, a serial) has fewer than 11 digits, which fastexcel writes
+    # as Excel does.
+    wanted = {  # sheet column -> frame column
+        sheet_column[c]: c
+        for c, name in zip(cols, canon, strict=False)
+        if name is not None and kind.column(name).type in ("text", "money") and c in sheet_column
+    }
+    numbers = numbers.filter(pl.col("column").is_in(list(wanted)), pl.col("row") >= 1).unique(
+        ["column", "row"], keep="last"
+    )
+    if numbers.height:
+        stored = numbers["stored"].unique()
+        texts = pl.Series([excel_number_text(v) for v in stored.to_list()], dtype=pl.String)
+        numbers = numbers.select(
+            "column",
+            (pl.col("row") - 1).cast(body.schema["idx"], strict=False).alias("idx"),  # frame row
+            pl.col("stored").replace_strict(stored, texts).alias("_excel"),
+        )
+    for col, c in wanted.items():
+        excel = numbers.filter(pl.col("column") == col).drop("column")
+        if not excel.height:
+            continue
+        body = (
+            body.join(excel, on="idx", how="left", maintain_order="left")
+            .with_columns(
+                # only where fastexcel wrote a number: a date cell it writes as a date
+                pl.when(pl.col(c).str.contains(r"^-?[0-9]+(?:\.[0-9]+)?$"))
+                .then(pl.col("_excel").fill_null(pl.col(c)))
+                .otherwise(pl.col(c))
+                .alias(c)
+            )
+            .drop("_excel")
+        )
     body = body.select(
         (pl.col("idx") + 1).cast(pl.Int64).alias("line_number"),
         pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",").alias("raw"),
