@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import zipfile
 from collections.abc import Callable
@@ -574,3 +575,69 @@ def test_an_unknown_encoding_is_a_usage_error(encoding: str, tmp_path: Path) -> 
     done = cli("reconcile", "-w", ws, "--bank-return", bank, "--encoding", encoding)
     assert done.exit_code == 2 and repr(encoding) in done.output, done.output
     assert len(done.output.strip().splitlines()) == 1
+
+
+def _one_member(tmp_path: Path) -> tuple[Path, Path, str]:
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    roster = tmp_path / "r.csv"
+    roster.write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
+        encoding="utf-8",
+    )
+    return ws, roster, pid
+
+
+def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
+    tmp_path: Path,
+) -> None:
+    """A stray quote made every row after it one quarantined cell: 99 of 1000
+    settlements vanished into quarantine.csv's raw text while the books
+    'balanced' (they counted parsed records) and the run exited 0."""
+    ws, roster, pid = _one_member(tmp_path)
+    header = (
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1,hospital_code\n"
+    )
+    rows = [f"S{i},{pid},张伟,门诊,2024-01-05,100.00,50.00,H{i}\n" for i in range(1, 21)]
+    stray = rows.copy()
+    stray[9] = stray[9].replace(",H10", ',"H10')  # line 11
+    (tmp_path / "s.csv").write_text(header + "".join(stray), encoding="utf-8")
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "s.csv: line 11 opens a quote that is never closed, so the 10 line(s)" in done.output
+    assert not (ws / "reports" / "2024-01").exists()
+    # on the last line it holds nothing else: that row is quarantined, the rest read
+    last = rows.copy()
+    last[-1] = last[-1].replace(",H20", ',"H20')
+    (tmp_path / "s2.csv").write_text(header + "".join(last), encoding="utf-8")
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s2.csv",
+        "--roster", roster, "--max-quarantine-rate", "1", "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    balance = json.loads(done.output)["summary"]["balance"]
+    assert (balance["rows_in"], balance["quarantined"], balance["balanced"]) == (20, 1, True)
+
+
+def test_a_tab_or_line_break_at_a_cells_edge_is_trimmed(tmp_path: Path) -> None:
+    """Spec 2 trims every text cell: 'S1<tab>' is S1 (a duplicate, not a
+    second claim paid twice) and '门诊<tab>' is outpatient."""
+    ws, roster, pid = _one_member(tmp_path)
+    (tmp_path / "s.tsv").write_text(
+        "settlement_id\tid_number\tname\tvisit_type\tservice_date\ttotal_cost\tself_pay_1\n"
+        f"S1\t{pid}\t张伟\t门诊\t2024-01-05\t3000\t3000\n"
+        f'"S1\t"\t{pid}\t张伟\t"门诊\n"\t2024-01-05\t3000\t3000\n',
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.tsv",
+        "--roster", roster, "--max-quarantine-rate", "1", "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rejections = (ws / "reports" / "2024-01" / "rejections.csv").read_text(encoding="utf-8")
+    assert "S1," in rejections and "duplicate_settlement" in rejections
+    balance = json.loads(done.output)["summary"]["balance"]
+    assert (balance["adjudicated"], balance["rejected"], balance["quarantined"]) == (1, 1, 0)

@@ -166,8 +166,10 @@ def normalised_cell_sql(col: str) -> str:
     )
     return (
         f"nullif(CASE WHEN strlen({col}) <> length({col}) AND NOT {stable} "
-        f"THEN regexp_replace(trim(nfkc({col})), '\\s+', ' ', 'g') "
-        f"WHEN {spaced} THEN regexp_replace(trim({col}), '\\s+', ' ', 'g') "
+        # white space collapsed first, then trimmed: trim() takes spaces alone,
+        # and a tab or line break at a cell's edge must go too
+        f"THEN trim(regexp_replace(nfkc({col}), '\\s+', ' ', 'g')) "
+        f"WHEN {spaced} THEN trim(regexp_replace({col}, '\\s+', ' ', 'g')) "
         f"ELSE trim({col}) END, '')"
     )
 
@@ -531,7 +533,30 @@ def _stage_csv(
     )
     for t in ("_rej_err", "_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
+    if any_rejects:
+        _refuse_a_quote_left_open(con, path, stage)
     return _Staged(set(named), raw_cells=[f"_src{i}" for i in range(n)], sep=delim)
+
+
+def _refuse_a_quote_left_open(con: duckdb.DuckDBPyConnection, path: Path, stage: str) -> None:
+    """A quote never closed makes the rest of the file one cell: one
+    quarantined row that holds every row after it, which the counts would
+    not show (spec 2: never a silent drop). The file must be fixed first."""
+    found = con.execute(
+        f"""
+        SELECT line_number, length(r) - length(replace(r, chr(10), '')) AS swallowed
+        FROM (SELECT *, rtrim(raw, chr(13) || chr(10)) AS r FROM {stage})
+        WHERE parse_error LIKE '%unterminated quote%' AND strpos(r, chr(10)) > 0
+        ORDER BY line_number LIMIT 1
+        """
+    ).fetchall()
+    if found:
+        line, swallowed = found[0]
+        raise InputSchemaError(
+            f"{path}: line {line} opens a quote that is never closed, so the {swallowed} "
+            f"line(s) after it would be read as one cell; close or remove that quote and "
+            "run again."
+        )
 
 
 # -- Excel number cells ------------------------------------------------------
