@@ -641,3 +641,33 @@ def test_a_tab_or_line_break_at_a_cells_edge_is_trimmed(tmp_path: Path) -> None:
     assert "S1," in rejections and "duplicate_settlement" in rejections
     balance = json.loads(done.output)["summary"]["balance"]
     assert (balance["adjudicated"], balance["rejected"], balance["quarantined"]) == (1, 1, 0)
+
+
+def test_line_numbers_count_the_line_breaks_of_rejected_rows_and_of_the_header(
+    tmp_path: Path,
+) -> None:
+    """Spec 7: line_number as a text editor shows it. A row that cannot be
+    parsed, written over two lines, and a header cell written over two lines,
+    move every later row down a line."""
+    ws, roster, pid = _one_member(tmp_path)
+    head = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1"
+    good = f"{pid},张伟,门诊,2024-01-05,100,50"
+    (tmp_path / "a.csv").write_text(
+        f'{head}\nS1,{pid},"张\n伟",门诊,2024-01-05,100,50,EXTRA\nS2,{pid},张伟,门诊,bad,100,50\n'
+        f"S3,{good}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "b.csv").write_text(
+        head.replace("total_cost", '"total_\ncost"') + f"\nT1,{pid},张伟,门诊,bad,100,50\n",
+        encoding="utf-8",
+    )
+    for name in ("a.csv", "b.csv"):
+        done = cli(
+            "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / name,
+            "--roster", roster, "--max-quarantine-rate", "1", "--replace",
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        with (ws / "reports" / "2024-01" / "quarantine.csv").open(encoding="utf-8") as fh:
+            got = [(r["line_number"], r["error_code"]) for r in csv.DictReader(fh)]
+        want = {"a.csv": [("2", "missing_field"), ("4", "bad_date")], "b.csv": [("3", "bad_date")]}
+        assert got == want[name], name

@@ -399,6 +399,8 @@ def _stage_csv(
         raise UsageError(f"{path}: the first line is empty; expected a header row.")
     canon = _check_header(path, first, kind, aliases)
     n = len(first)
+    # a header cell written over two lines puts every row a line further down
+    header_nl = sum(h.count("\n") for h in first)
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
     con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
     # A record's place in the file is its rowid (+ 1): the scan runs on every
@@ -463,7 +465,9 @@ def _stage_csv(
     any_rejects = rejects > 0
     # When the file has exactly one line per record (no quoted line breaks),
     # a record's line is its number: skip the running sum of line breaks.
-    records = con.execute(f"SELECT count(*) FROM {csv_t}").fetchall()[0][0] + rejects + 1
+    records = (
+        con.execute(f"SELECT count(*) FROM {csv_t}").fetchall()[0][0] + rejects + 1 + header_nl
+    )
     lines = count_newlines(text_path)
     with text_path.open("rb") as fh:
         fh.seek(max(text_path.stat().st_size - 1, 0))
@@ -519,7 +523,10 @@ def _stage_csv(
                 CASE WHEN error_type IN ('TOO MANY COLUMNS', 'MISSING COLUMNS')
                     THEN 'wrong_field_count' ELSE 'unparsable_row' END
                     || ': ' || error_message,
-                0, {null_cols}, {null_cells}
+                -- its own quoted line breaks move the rows after it down too
+                length(trim(csv_line, chr(13) || chr(10)))
+                    - length(replace(trim(csv_line, chr(13) || chr(10)), chr(10), '')),
+                {null_cols}, {null_cells}
             FROM {rej_t}
         )
         {
@@ -527,7 +534,7 @@ def _stage_csv(
             if blanks
             else "SELECT ln AS line_number, * EXCLUDE (rec, nl, ln)"
         }
-        FROM (SELECT {line_number} AS ln, * FROM records) r
+        FROM (SELECT {line_number} + {header_nl} AS ln, * FROM records) r
         {f"ASOF LEFT JOIN {blank_t} b ON r.ln > b.pos" if blanks else ""}
         """
     )
