@@ -671,3 +671,25 @@ def test_line_numbers_count_the_line_breaks_of_rejected_rows_and_of_the_header(
             got = [(r["line_number"], r["error_code"]) for r in csv.DictReader(fh)]
         want = {"a.csv": [("2", "missing_field"), ("4", "bad_date")], "b.csv": [("3", "bad_date")]}
         assert got == want[name], name
+
+
+@pytest.mark.parametrize(
+    "sql_type,value",
+    [
+        ("TIMESTAMPTZ", "2024-03-05 00:30:00+08"),  # 2024-03-04 16:30 UTC
+        ("TIMESTAMP", "2024-03-05 10:15:00.250"),
+        ("TIMESTAMP_NS", "2024-03-05 10:00:00.123456789"),
+    ],
+)
+def test_a_parquet_timestamp_is_a_date_on_its_day_in_china(
+    tmp_path: Path, sql_type: str, value: str
+) -> None:
+    con = duckdb.connect()
+    path = tmp_path / "s.parquet"
+    con.execute(
+        f"COPY (SELECT 'S1' AS settlement_id, '{person_id(1)}' AS id_number, '张伟' AS name, "
+        f"'门诊' AS visit_type, '{value}'::{sql_type} AS service_date, 100 AS total_cost, "
+        f"50 AS self_pay_1) TO '{path}' (FORMAT parquet)"
+    )
+    rows = read_typed(path, tmp_path, lazy=True)  # as a run reads it
+    assert (rows[0]["q_code"], rows[0]["service_date"]) == (None, date(2024, 3, 5))

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import polars as pl
 
 SNIFF_BYTES = 1 << 16
+# The day of a Parquet timestamp with a time zone is taken in China's time.
+DATE_TIME_ZONE = "Asia/Shanghai"
 CHUNK = 1 << 22
 
 
@@ -1099,6 +1101,11 @@ def _stage_parquet(
             plain.add(name)
         if kind.column(name).type == "date" and ctype == "DATE":
             typed[name] = src[col]
+        elif kind.column(name).type == "date" and ctype.startswith("TIMESTAMP WITH TIME ZONE"):
+            # an instant: its calendar day where the settlements happen
+            typed[name] = f"CAST(timezone('{DATE_TIME_ZONE}', {src[col]}) AS DATE)"
+        elif kind.column(name).type == "date" and ctype.startswith("TIMESTAMP"):
+            typed[name] = f"CAST({src[col]} AS DATE)"
         elif kind.column(name).type == "money" and _MONEY_TYPE.fullmatch(ctype):
             # what money_sql accepts: at most 13 digits before the point, 2 after
             typed[name] = (
