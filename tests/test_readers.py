@@ -693,3 +693,22 @@ def test_a_parquet_timestamp_is_a_date_on_its_day_in_china(
     )
     rows = read_typed(path, tmp_path, lazy=True)  # as a run reads it
     assert (rows[0]["q_code"], rows[0]["service_date"]) == (None, date(2024, 3, 5))
+
+
+def test_rows_of_empty_cells_are_not_rows_as_in_xlsx(tmp_path: Path) -> None:
+    """A spreadsheet saved as CSV leaves ',,,,,,' rows below its table: they
+    are no settlements (an empty .xlsx row is none either), not quarantined
+    rows that push a clean file over --max-quarantine-rate."""
+    ws, roster, pid = _one_member(tmp_path)
+    head = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+    body = "".join(f"S{i},{pid},张伟,门诊,2024-01-05,100,50\n" for i in range(10))
+    (tmp_path / "s.csv").write_text(head + body + ",,,,,,\n" * 3 + "S10,bad\n", encoding="utf-8")
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
+        "--roster", roster, "--max-quarantine-rate", "0.1", "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    balance = json.loads(done.output)["summary"]["balance"]
+    assert (balance["rows_in"], balance["quarantined"]) == (11, 1)
+    quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
+    assert "s.csv,15,missing_field" in quarantine  # still its own line number

@@ -517,6 +517,9 @@ def _stage_csv(
                    NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error,
                    {"0" if one_line_each else nl} AS nl, {select_cols}, {cells}
             FROM {csv_t}
+            -- a row of empty cells (',,,,', what a spreadsheet leaves below its
+            -- table) is no data row, like a blank line and like an empty .xlsx row
+            WHERE NOT ({" AND ".join(f"c{i} IS NULL" for i in range(n))})
         ),
         records AS (
             SELECT * FROM good
