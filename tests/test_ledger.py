@@ -704,6 +704,16 @@ def test_a_held_row_paid_after_review_is_clawed_back_by_its_reversal(
     assert "R1," not in (ws / "reports" / "2024-03" / "rejections.csv").read_text()
     recoveries = (ws / "reports" / "2024-03" / "recoveries.csv").read_text().splitlines()
     assert recoveries[1].startswith("M0,750.00,")
+    # sent again: a duplicate, told how it stands now
+    apr = [("H1", p0, "张强", "门诊", "2024-01-10", None, "3000", "2500", None)]
+    done = run(ws, "2024-04", write_csv(tmp_path / "a.csv", SETTLEMENT_HEADER, apr), r)
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-04" / "rejections.csv").open(encoding="utf-8") as fh:
+        (row,) = csv.DictReader(fh)
+    assert (row["reason_code"], row["detail"]) == (
+        "duplicate_settlement",
+        "already processed in batch 1 (held, then adjudicated in batch 2)",
+    )
 
 
 def test_a_run_replaces_its_own_report_files_and_nothing_else(

@@ -547,7 +547,11 @@ class _Batch:
                      ELSE 'duplicate_settlement' END AS code,
                 CASE WHEN p.settlement_id IS NOT NULL
                         THEN 'already processed in batch ' || p.first_batch::VARCHAR
-                             || ' (' || p.first_outcome || ')'
+                             || ' (' || p.first_outcome
+                             -- a held row decided since: how it stands now
+                             || CASE WHEN p.final_batch <> p.first_batch
+                                     THEN ', then ' || p.final_outcome || ' in batch '
+                                          || p.final_batch::VARCHAR ELSE '' END || ')'
                      WHEN s.versions > 1
                         THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
                      ELSE 'identical copy of line ' || s.first_line::VARCHAR
