@@ -266,3 +266,19 @@ def test_a_roster_record_that_cannot_be_read_reaches_its_unit(tmp_path: Path) ->
     assert row["详情"] == "roster line 3: missing_field: column card_no is empty"
     assert row["处理办法"] == FIXES["roster_record"][0]
     assert row["身份证号"] == "110105********" + person_id(5)[-4:]
+
+
+def test_rejections_and_the_notice_agree_on_the_unit_of_a_name_mismatch(ws: Path) -> None:
+    """Spec 7: rejections.csv gives unit_code 'when known'. A name that does
+    not match its ID's roster record is not accepted as that member, but the
+    record's unit is known: the notice sends the row there, and the
+    rejection says so too."""
+    import csv
+
+    notices(ws, "--period", "2024-01")
+    u02 = by_settlement(read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U02.csv"))
+    assert u02["JAN-004"]["原因代码"] == "name_mismatch"
+    with (ws / "reports" / "2024-01" / "rejections.csv").open(encoding="utf-8") as fh:
+        units = {r["settlement_id"]: r["unit_code"] for r in csv.DictReader(fh)}
+    assert units["JAN-004"] == "U02"
+    assert units["JAN-010"] == ""  # an ID in nobody's roster: no unit is known

@@ -100,13 +100,20 @@ def report_queries(lang: str, unmask: bool) -> dict[str, tuple[str, str]]:
         ),
         "rejections": (
             f"""
-            SELECT o.settlement_id, {mask("s.id_number")} AS id_number, s.name, o.unit_code,
-                   o.code AS reason_code, {_reason_case(lang)} AS reason,
-                   {mask_text("o.detail")} AS detail,
-                   o.row_batch_id AS _row_batch_id, o.row_key AS _row_key
-            FROM outcomes o
-            LEFT JOIN settlements s ON s.batch_id = o.row_batch_id AND s.row_key = o.row_key
-            WHERE o.batch_id = $batch AND o.outcome = 'rejected'
+            WITH r AS (SELECT * FROM outcomes WHERE batch_id = $batch AND outcome = 'rejected')
+            SELECT r.settlement_id, {mask("s.id_number")} AS id_number, s.name,
+                   coalesce(r.unit_code, k.unit_code) AS unit_code,
+                   r.code AS reason_code, {_reason_case(lang)} AS reason,
+                   {mask_text("r.detail")} AS detail,
+                   r.row_batch_id AS _row_batch_id, r.row_key AS _row_key
+            FROM r
+            LEFT JOIN settlements s ON s.batch_id = r.row_batch_id AND s.row_key = r.row_key
+            -- a name that does not match: the unit is known, from the roster
+            -- record the ID found (its evidence names it), though no member
+            -- was accepted
+            LEFT JOIN roster_records k
+                ON r.code = 'name_mismatch' AND k.batch_id = r.row_batch_id
+               AND k.record_key = TRY_CAST(json_extract_string(r.identity, '$.record_key') AS BIGINT)
             """,
             "r._row_batch_id, r._row_key",
         ),
