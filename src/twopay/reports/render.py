@@ -100,7 +100,24 @@ def report_queries(lang: str, unmask: bool) -> dict[str, tuple[str, str]]:
         ),
         "rejections": (
             f"""
-            WITH r AS (SELECT * FROM outcomes WHERE batch_id = $batch AND outcome = 'rejected')
+            WITH r AS (
+                SELECT settlement_id, unit_code, code, detail, row_batch_id, row_key
+                FROM outcomes WHERE batch_id = $batch AND outcome = 'rejected'
+            ),
+            -- a name that does not match: the unit is known, from the roster
+            -- record the ID found (its evidence names it), though no member
+            -- was accepted; looked up for those few rows alone
+            mismatched AS (
+                SELECT row_batch_id, row_key,
+                       TRY_CAST(json_extract_string(identity, '$.record_key') AS BIGINT) AS rk
+                FROM outcomes
+                WHERE batch_id = $batch AND outcome = 'rejected' AND code = 'name_mismatch'
+            ),
+            known AS (
+                SELECT m.row_batch_id, m.row_key, k.unit_code
+                FROM mismatched m
+                JOIN roster_records k ON k.batch_id = m.row_batch_id AND k.record_key = m.rk
+            )
             SELECT r.settlement_id, {mask("s.id_number")} AS id_number, s.name,
                    coalesce(r.unit_code, k.unit_code) AS unit_code,
                    r.code AS reason_code, {_reason_case(lang)} AS reason,
@@ -108,12 +125,7 @@ def report_queries(lang: str, unmask: bool) -> dict[str, tuple[str, str]]:
                    r.row_batch_id AS _row_batch_id, r.row_key AS _row_key
             FROM r
             LEFT JOIN settlements s ON s.batch_id = r.row_batch_id AND s.row_key = r.row_key
-            -- a name that does not match: the unit is known, from the roster
-            -- record the ID found (its evidence names it), though no member
-            -- was accepted
-            LEFT JOIN roster_records k
-                ON r.code = 'name_mismatch' AND k.batch_id = r.row_batch_id
-               AND k.record_key = TRY_CAST(json_extract_string(r.identity, '$.record_key') AS BIGINT)
+            LEFT JOIN known k ON k.row_batch_id = r.row_batch_id AND k.row_key = r.row_key
             """,
             "r._row_batch_id, r._row_key",
         ),
