@@ -256,6 +256,8 @@ def test_inconsistent_amounts_name_the_amount_that_breaks_the_rule(tmp_path: Pat
         ("1,2,3", None),
         ("12¥34", None),
         ("1 234", None),
+        ("999,999,999,999,999.00", None),  # 15 digits: past what money holds, grouped or not
+        ("9,999,999,999,999.99", "9999999999999.99"),
     ],
 )
 def test_a_comma_is_a_thousands_separator_only_where_one_goes(
@@ -312,3 +314,28 @@ def test_a_year_has_four_digits(tmp_path: Path, cell: str) -> None:
     )  # fmt: skip
     quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
     assert f"bad_date,service_date '{cell}' is not a date" in quarantine
+
+
+def test_a_five_digit_excel_serial_from_1954_to_1982_is_a_date_too(tmp_path: Path) -> None:
+    """A date cell exported as its number (spec 2: native Excel dates):
+    25000 is 1968-06-11, though it starts like a four-digit year."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    (tmp_path / "s.csv").write_text(
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+        f"S1,{pid},张伟,门诊,45352,100,50\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "r.csv").write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,25000\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-03", "--settlements", tmp_path / "s.csv",
+        "--roster", tmp_path / "r.csv",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    assert con.execute("SELECT valid_from::VARCHAR FROM roster_records").fetchall() == [
+        ("1968-06-11",)
+    ]

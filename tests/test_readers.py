@@ -612,7 +612,9 @@ def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
     # on the last line it holds nothing else: that row is quarantined, the rest read
     last = rows.copy()
     last[-1] = last[-1].replace(",H20", ',"H20')
-    (tmp_path / "s2.csv").write_text(header + "".join(last), encoding="utf-8")
+    # the same with Windows line ends (CRLF): a rejected record's text then
+    # starts with the line break before it, which is not a line it swallowed
+    (tmp_path / "s2.csv").write_bytes((header + "".join(last)).replace("\n", "\r\n").encode())
     done = cli(
         "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s2.csv",
         "--roster", roster, "--max-quarantine-rate", "1", "--json",
@@ -620,6 +622,12 @@ def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
     assert done.exit_code == 0, done.output
     balance = json.loads(done.output)["summary"]["balance"]
     assert (balance["rows_in"], balance["quarantined"], balance["balanced"]) == (20, 1, True)
+    (tmp_path / "s3.csv").write_bytes((header + "".join(stray)).replace("\n", "\r\n").encode())
+    done = cli(
+        "run", "-w", ws, "--period", "2024-02", "--settlements", tmp_path / "s3.csv",
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2 and "so the 10 line(s)" in done.output, done.output
 
 
 def test_a_tab_or_line_break_at_a_cells_edge_is_trimmed(tmp_path: Path) -> None:
@@ -712,3 +720,26 @@ def test_rows_of_empty_cells_are_not_rows_as_in_xlsx(tmp_path: Path) -> None:
     assert (balance["rows_in"], balance["quarantined"]) == (11, 1)
     quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
     assert "s.csv,15,missing_field" in quarantine  # still its own line number
+
+
+def test_parquet_timestamps_in_units_and_enrollments_are_dates_too(tmp_path: Path) -> None:
+    """The units file's dues_paid_through as a TIMESTAMPTZ column: a date, not
+    text that fails to parse (every unit then 'not in the units file')."""
+    ws, roster, pid = _one_member(tmp_path)
+    con = duckdb.connect()
+    units = tmp_path / "units.parquet"
+    con.execute(
+        "COPY (SELECT 'U1' AS unit_code, TIMESTAMPTZ '2024-12-31 00:00:00+08' AS dues_paid_through)"
+        f" TO '{units}' (FORMAT parquet)"
+    )
+    (tmp_path / "s.csv").write_text(
+        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
+        f"S1,{pid},张伟,门诊,2024-12-31,3000,3000\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-12", "--settlements", tmp_path / "s.csv",
+        "--roster", roster, "--units", units, "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["summary"]["balance"]["adjudicated"] == 1

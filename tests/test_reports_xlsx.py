@@ -157,3 +157,21 @@ def test_a_large_table_is_capped_and_says_so(tmp_path: Path) -> None:
     )
     sheet = fastexcel.read_excel(told).load_sheet("互助金明细").to_polars()
     assert any("共 40 行" in c for c in sheet.columns)  # the told count is the one shown
+
+
+def test_the_units_sheet_says_when_it_is_capped_and_unit_codes_are_text(tmp_path: Path) -> None:
+    """The by-unit sheet was cut at the cap without its note; a unit code is
+    text from the roster, neutralised on the Summary sheet as everywhere."""
+    out = tmp_path / "report.xlsx"
+    units = {f"U{i}": {"lines": 1, "payout": "1.00"} for i in range(6)}
+    units["=U9"] = {"lines": 9, "payout": "9.00"}
+    summary = {"period": "2024-01", "started_at": "2024-02-01T08:00:00", "per_unit": units}
+    write_report_xlsx(out, summary, {}, lang="zh", max_rows=3)
+    book = fastexcel.read_excel(out)
+    sheet = book.load_sheet("单位汇总").to_polars()
+    assert sheet.height == 3
+    assert any("仅显示前 3 行" in c and "共 7 行" in c for c in sheet.columns)
+    cells = [
+        v for row in book.load_sheet("汇总", header_row=None).to_polars().iter_rows() for v in row
+    ]
+    assert "'=U9" in cells and "=U9" not in cells

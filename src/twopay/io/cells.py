@@ -16,7 +16,12 @@ _MONEY_CLEAN = (
     "regexp_replace(regexp_replace({c}, '^(-?)\\s*(?:RMB|CNY|¥|\\$)\\s*', '\\1'), '\\s*元$', '')"
 )
 # Two places; trailing zeros beyond them are fine, other digits are not.
-_MONEY_OK = "^-?(?:[0-9]{{1,3}}(?:,[0-9]{{3}}){{1,4}}|[0-9]{{1,13}})(\\.[0-9]{{0,2}}0*)?$"
+# (at most 13 digits before the point, grouped or not: DECIMAL(18,2) and the
+# sums of a year of them must fit)
+_MONEY_OK = (
+    "^-?(?:[0-9]{{1,3}}(?:,[0-9]{{3}}){{1,3}}|[0-9](?:,[0-9]{{3}}){{4}}|[0-9]{{1,13}})"
+    "(\\.[0-9]{{0,2}}0*)?$"
+)
 
 
 def money_sql(col: str) -> str:
@@ -59,8 +64,9 @@ def date_sql(col: str) -> str:
         f"CASE WHEN regexp_full_match({col}, '[12][0-9]{{3}}-[0-9]{{2}}-[0-9]{{2}}') "
         f"THEN try_cast({col} AS DATE) "
         # %Y takes one to four digits: a year is four, from 1000 ('24-03-05'
-        # is not a date of year 24)
-        f"WHEN regexp_matches({col}, '^[12][0-9]{{3}}') THEN CAST(coalesce({tries}) AS DATE) "
+        # is not a date of year 24); a five-digit serial starting 1 or 2 is tried too
+        f"WHEN regexp_matches({col}, '^[12][0-9]{{3}}') "
+        f"THEN coalesce(CAST(coalesce({tries}) AS DATE), {serial}) "
         f"ELSE {serial} END"
     )
 

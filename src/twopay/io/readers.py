@@ -546,18 +546,29 @@ def _stage_csv(
     for t in ("_rej_err", "_rej_scan"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     if any_rejects:
-        _refuse_a_quote_left_open(con, path, stage)
+        _refuse_a_quote_left_open(con, path, stage, rej_t)
     return _Staged(set(named), raw_cells=[f"_src{i}" for i in range(n)], sep=delim)
 
 
-def _refuse_a_quote_left_open(con: duckdb.DuckDBPyConnection, path: Path, stage: str) -> None:
+def _refuse_a_quote_left_open(
+    con: duckdb.DuckDBPyConnection, path: Path, stage: str, rejects: str
+) -> None:
     """A quote never closed makes the rest of the file one cell: one
     quarantined row that holds every row after it, which the counts would
-    not show (spec 2: never a silent drop). The file must be fixed first."""
+    not show (spec 2: never a silent drop). The file must be fixed first.
+    (The few rejected records are looked at first; the file's rows only
+    when one is such a record, for its line number. A record's text may
+    start with the line break of a CRLF before it: trimmed both ends.)"""
+    open_quote = (
+        "error_message LIKE '%unterminated quote%' "
+        "AND strpos(trim(csv_line, chr(13) || chr(10)), chr(10)) > 0"
+    )
+    if not con.execute(f"SELECT count(*) FROM {rejects} WHERE {open_quote}").fetchall()[0][0]:
+        return
     found = con.execute(
         f"""
         SELECT line_number, length(r) - length(replace(r, chr(10), '')) AS swallowed
-        FROM (SELECT *, rtrim(raw, chr(13) || chr(10)) AS r FROM {stage})
+        FROM (SELECT *, trim(raw, chr(13) || chr(10)) AS r FROM {stage})
         WHERE parse_error LIKE '%unterminated quote%' AND strpos(r, chr(10)) > 0
         ORDER BY line_number LIMIT 1
         """

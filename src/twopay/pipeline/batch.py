@@ -405,7 +405,9 @@ class _Batch:
                 f"FROM {table}_in0"
             )
             con.execute(
-                validate.typed_simple_sql(f"{table}_in", f"{table}_typed", kind, raw=loaded.raw_sql)
+                validate.typed_simple_sql(
+                    f"{table}_in", f"{table}_typed", kind, raw=loaded.raw_sql, typed=loaded.typed
+                )
             )
             con.execute(f"DROP VIEW {table}_in")
             drop_loaded(con, f"{table}_in0")

@@ -164,21 +164,29 @@ FROM parsed
 """
 
 
-def typed_simple_sql(source: str, target: str, kind: FileKind, *, raw: str = "raw") -> str:
-    """Units, enrollments, overrides, bank returns: dates and amounts typed."""
+def typed_simple_sql(
+    source: str,
+    target: str,
+    kind: FileKind,
+    *,
+    raw: str = "raw",
+    typed: Mapping[str, str] | None = None,
+) -> str:
+    """Units, enrollments, overrides, bank returns: dates and amounts typed
+    (``typed``: a lazily loaded file's own typed cells, as for settlements)."""
     cols = []
     bad = []
     for c in kind.columns:
         if c.type == "date":
-            cols.append(f"{date_sql(c.name)} AS {c.name}")
+            cols.append(f"{_value(c.name, date_sql(c.name), typed)} AS {c.name}")
             bad.append(
-                f"WHEN {c.name} IS NOT NULL AND {date_sql(c.name)} IS NULL "
+                f"WHEN {c.name} IS NOT NULL AND {_value(c.name, date_sql(c.name), typed)} IS NULL "
                 f"THEN 'bad_date|{c.name} ' || quote_text({c.name}) || ' is not a date'"
             )
         elif c.type == "money":
-            cols.append(f"{money_sql(c.name)} AS {c.name}")
+            cols.append(f"{_value(c.name, money_sql(c.name), typed)} AS {c.name}")
             bad.append(
-                f"WHEN {c.name} IS NOT NULL AND {money_sql(c.name)} IS NULL "
+                f"WHEN {c.name} IS NOT NULL AND {_value(c.name, money_sql(c.name), typed)} IS NULL "
                 f"THEN 'bad_amount|{c.name} ' || quote_text({c.name}) || ' is not an amount'"
             )
         elif c.type == "decision":
@@ -207,7 +215,8 @@ def typed_simple_sql(source: str, target: str, kind: FileKind, *, raw: str = "ra
     names = {c.name for c in kind.columns}
     if {"valid_from", "valid_to"} <= names:
         bad.append(
-            f"WHEN {date_sql('valid_to')} < {date_sql('valid_from')} "
+            f"WHEN {_value('valid_to', date_sql('valid_to'), typed)} "
+            f"< {_value('valid_from', date_sql('valid_from'), typed)} "
             "THEN 'bad_date|valid_to ' || quote_text(valid_to) || ' is before valid_from ' "
             "|| quote_text(valid_from)"
         )

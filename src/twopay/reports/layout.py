@@ -172,7 +172,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "payments_amount": ("支付金额", "payments amount"),
     "recoveries_new": ("新增待追回", "new recoveries"),
     "offset_amount": ("已抵扣", "offset against payments"),
-    "review_pending": ("待复核", "pending review"),
+    "review_pending": ("待复核（累计）", "pending review (all periods)"),
     "capped": (
         "本表仅显示前 {shown:,} 行（共 {total:,} 行）；完整数据见 {file}",
         "This sheet shows the first {shown:,} of {total:,} rows; {file} has them all",

@@ -13,6 +13,7 @@ when re-rendered.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,8 +142,9 @@ def write_table(
     autofilter. At most ``max_rows`` rows; a note says when there were more.
     Returns whether the sheet was capped."""
     ws = book.sheet(sheet_name)
+    whole = frame.height
     frame = neutralise(typed(frame.head(max_rows)))
-    total = frame.height if total_rows is None else total_rows
+    total = whole if total_rows is None else total_rows
     capped = total > frame.height
     columns = frame.columns
     writers: list[Callable[..., Any]] = []
@@ -359,7 +361,10 @@ def write_summary_sheet(
             row += 1
             for c, value in enumerate(values):
                 if isinstance(value, str):
-                    ws.write_string(row, c, value)
+                    # a unit code from the roster is input text too (spec 7)
+                    ws.write_string(
+                        row, c, "'" + value if re.match(FORMULA_START, value) else value
+                    )
                 else:
                     fmt = book.fmt["money"] if isinstance(value, float) else None
                     ws.write_number(row, c, value, fmt)
