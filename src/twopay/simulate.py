@@ -97,8 +97,8 @@ FROM adj_result
 # Actual beside simulated, one row per line of the year.
 COMPARE_SQL = """
 CREATE OR REPLACE TEMP TABLE sim_compare AS
-SELECT l.line_key, l.settlement_id, l.person_key, l.member_id, l.unit_code, l.visit_type,
-       l.scheme,
+SELECT l.line_key, l.settlement_id, l.person_key, l.member_id, l.unit_code, l.service_date,
+       l.visit_type, l.scheme,
        l.status AS actual_status, l.payout AS actual,
        coalesce(s.status, 'zero') AS simulated_status,
        coalesce(s.payout, 0)::DECIMAL(18,2) AS simulated
@@ -144,9 +144,9 @@ FROM sides GROUP BY side, band
 # whatever member_id they had), named by their latest member_id in the year.
 MEMBERS_SQL = """
 CREATE OR REPLACE TEMP TABLE sim_members AS
-SELECT person_key, arg_max(member_id, line_key) AS member_id,
+SELECT person_key, arg_max(member_id, (service_date, line_key)) AS member_id,
        list(DISTINCT member_id ORDER BY member_id) AS member_ids,
-       arg_max(unit_code, line_key) AS unit_code, sum(actual) AS actual,
+       arg_max(unit_code, (service_date, line_key)) AS unit_code, sum(actual) AS actual,
        sum(simulated) AS simulated, sum(simulated) - sum(actual) AS change
 FROM sim_compare GROUP BY person_key
 """

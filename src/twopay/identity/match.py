@@ -608,7 +608,7 @@ def _write_result(con: duckdb.DuckDBPyConnection, lazy_exact: bool = False) -> N
                 {"NULL" if lazy_exact else exact_evidence_sql("f_member", "f_record")}
                 ELSE to_json({{
                     'rule': rule, 'outcome': outcome,
-                    'id_given': id_raw, 'id_normalised': {given},
+                    'id_given': id_raw, 'id_normalised': coalesce(nullif(id_norm, ''), '(empty)'),
                     'id_problem': id_problem, 'name_given': name_norm,
                     'roster_name': coalesce(roster_name, c_name),
                     'roster_member': coalesce(f_member, c_member),
