@@ -206,6 +206,7 @@ def test_every_adjacent_swap_in_a_legacy_number_is_found_and_told_as_written() -
     assert [r["candidate_member_id"] for r in rows] == ["M1"] * len(swaps)
     for (i, typo), row in zip(swaps, rows, strict=True):
         assert str(row["detail"]).startswith(f"ID {typo} ")  # as written
+        assert json.loads(str(row["evidence"]))["id_normalised"] == normalise_id(typo)
         assert f"digits {i + 1} and {i + 2} of the 15-digit number are swapped" in str(
             row["detail"]
         )
