@@ -194,6 +194,58 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(ws: Path, tmp_path: Path) -
     assert not (ws / "twopay.lock").exists()
 
 
+def test_a_lock_held_by_a_killed_unreaped_process_is_taken_over(ws: Path, tmp_path: Path) -> None:
+    """A process killed but not yet waited for (a zombie) holds nothing."""
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed.kill()
+        time.sleep(0.2)  # dead, not reaped
+        (ws / "twopay.lock").write_text(
+            json.dumps(
+                {"pid": killed.pid, "host": os.uname().nodename, "started": "x", "command": "run"}
+            )
+        )
+        r = roster(tmp_path / "roster.csv")
+        s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+        done = run(ws, "2024-01", s, r)
+        assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
+    finally:
+        killed.wait()
+
+
+def test_an_empty_lock_file_says_which_file_to_delete(ws: Path, tmp_path: Path) -> None:
+    (ws / "twopay.lock").write_text("")
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", r)
+    assert done.exit_code == 5
+    assert "twopay.lock names no process" in done.output and "delete it" in done.output
+
+
+def test_a_ledger_open_in_a_reader_is_exit_5_naming_no_run(ws: Path, tmp_path: Path) -> None:
+    """The run holds the workspace lock when it finds the ledger open
+    elsewhere: the message must not name the run itself as the holder."""
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    assert run(ws, "2024-01", s1, r).exit_code == 0  # type: ignore[attr-defined]
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('open', flush=True); time.sleep(60)", str(ws / "twopay.duckdb")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+        done = cli("run", "-w", ws, "--period", "2024-02", "--settlements", s2, "--roster", r)
+        assert done.exit_code == 5, done.output
+        assert "open in another process" in done.output and "reader" in done.output
+        assert f"pid {os.getpid()}" not in done.output
+    finally:
+        reader.kill()
+        reader.wait()
+
+
 def twopay_exe() -> str:
     exe = shutil.which("twopay", path=str(Path(sys.executable).parent))
     assert exe, "the twopay entry point is installed beside the interpreter"

@@ -139,6 +139,13 @@ class Workspace:
                 if holder and not _alive(holder):
                     path.unlink(missing_ok=True)
                     continue
+                if holder is None:
+                    # empty or unreadable: a writer killed as it took the lock
+                    raise WorkspaceLocked(
+                        f"{self.root}: the lock file {path} names no process (a run was "
+                        "killed as it started?); if no twopay run is going on, delete it and "
+                        "run again."
+                    ) from None
                 raise WorkspaceLocked(
                     f"{self.root}: the workspace is locked by {_describe(holder)}; "
                     "wait for it to finish."
@@ -165,12 +172,18 @@ def _alive(holder: dict[str, object]) -> bool:
     if holder.get("host") != socket.gethostname():
         return True  # cannot tell: assume alive
     try:
-        os.kill(int(holder.get("pid", 0)), 0)  # type: ignore[call-overload]
+        pid = int(holder.get("pid", 0))  # type: ignore[call-overload]
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, ValueError, TypeError):
         return True
-    return True
+    # a killed process its parent has not reaped yet (a zombie) holds nothing
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _describe(holder: dict[str, object] | None) -> str:
@@ -183,7 +196,13 @@ def _describe(holder: dict[str, object] | None) -> str:
 
 
 def _holder(ws: Workspace) -> str:
-    return _describe(_read_lock(ws.root / LOCK_NAME))
+    """Who has the ledger open: the lock's writer, unless that is this very
+    process (a run holds the lock while it opens the ledger: then the other
+    process is a reader, `twopay why` or `query`, or another program)."""
+    holder = _read_lock(ws.root / LOCK_NAME)
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        return "a reader such as `twopay why` or `twopay query`, or another program"
+    return _describe(holder)
 
 
 def find_root(given: str | Path | None) -> Path:
