@@ -356,3 +356,25 @@ def test_reconcile_waits_for_the_workspace_lock(ws: Path, tmp_path: Path) -> Non
     finally:
         lock.unlink()
     assert ledger_rows(ws, "bank_returns", "1") == []
+
+
+def test_a_batch_the_bank_has_answered_cannot_be_replaced(ws: Path, tmp_path: Path) -> None:
+    """Replacing a batch issues payments of the same payment_id: the bank's
+    answers to the old ones would attach to the new ones (a 'failed' re-issued
+    beside a new payment of the same money). Once answered, a batch is past
+    replacing (exit 4); before, it can be."""
+    r = roster_file(tmp_path / "r1.csv")
+    jan = month(ws, tmp_path, 1, r)
+    fewer = write_csv(tmp_path / "s1b.csv", SETTLEMENT_HEADER, month_rows(1)[:-1])
+    assert run(ws, "2024-01", fewer, r, "--replace").exit_code == 0  # type: ignore[attr-defined]
+    jan = read(ws / "reports" / "2024-01" / "payouts.csv")
+    code, _out = reconcile(ws, bank_return(tmp_path / "ret.csv", jan, {jan[0]["payment_id"]}))
+    assert code == 3
+    before = ledger_rows(ws, "payments", "payment_id")
+    again = write_csv(tmp_path / "s1c.csv", SETTLEMENT_HEADER, month_rows(1)[:-2])
+    refused = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", again, "--roster", r, "--replace"
+    )
+    assert refused.exit_code == 4
+    assert "the bank has answered" in refused.output and "next period" in refused.output
+    assert ledger_rows(ws, "payments", "payment_id") == before

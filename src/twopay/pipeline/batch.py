@@ -193,6 +193,21 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
                         f"period {opts.period} (batch {batch_id}) is not the latest batch "
                         f"(batch {latest}); only the latest batch can be replaced."
                     )
+                answered = _q(
+                    con,
+                    "SELECT min(b.return_id), count(DISTINCT b.payment_id) FROM bank_returns b "
+                    "JOIN payments p USING (payment_id) WHERE p.batch_id = ? "
+                    "AND b.line_number IS NOT NULL",
+                    [batch_id],
+                )
+                if answered and answered[0][1]:
+                    # money has moved (or failed to): the bank's answers would
+                    # attach to the new batch's payments of the same payment_id
+                    raise BatchConflict(
+                        f"period {opts.period} (batch {batch_id}) cannot be replaced: the bank "
+                        f"has answered {answered[0][1]} of its payments (bank return "
+                        f"{answered[0][0]}); correct it in the next period instead."
+                    )
                 replacing = batch_id
             batch_id = replacing if replacing is not None else int(latest or 0) + 1
             started = datetime.now().replace(microsecond=0)
