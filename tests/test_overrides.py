@@ -124,9 +124,29 @@ def test_an_unusable_override_file_is_exit_2_naming_its_first_bad_line(january: 
     code, out = run(ws, "2024-02")
     assert code == 2
     assert "overrides.csv: line 3:" in out and "Traceback" not in out
-    # nothing of February was committed by either refusal
+    path.write_text(HEADER + "JS240100104,accept,,,\n")
+    code, out = run(ws, "2024-02")
+    assert code == 2
+    assert "line 2: accept needs the member_id" in out and "None" not in out
+    # nothing of February was committed by any refusal
     con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM batches").fetchall() == [(1,)]
     finally:
         con.close()
+
+
+def test_a_later_line_for_the_same_settlement_wins_and_the_earlier_is_not_checked(
+    january: Path,
+) -> None:
+    """The last line for a settlement_id is the decision: an earlier line a
+    reviewer corrected below it does not stop the run."""
+    ws = january
+    (ws / "overrides.csv").write_text(
+        HEADER + "JS240100104,accept,M99999999,typo,\nJS240100104,accept,M00000263,fixed,\n",
+        encoding="utf-8",
+    )
+    code, out = run(ws, "2024-02")
+    assert code == 0, out
+    lines = [r for r in rows(ws, "2024-02", "payout_lines") if r["settlement_id"] == "JS240100104"]
+    assert lines and {r["member_id"] for r in lines} == {"M00000263"}

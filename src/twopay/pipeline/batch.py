@@ -771,7 +771,10 @@ class _Batch:
         unknown = _q(
             con,
             """
-            SELECT o.line_number, o.member_id FROM ovr_typed o
+            -- the line that counts for each settlement_id: its last
+            SELECT o.line_number, o.member_id
+            FROM (SELECT * FROM ovr_typed QUALIFY row_number() OVER (
+                      PARTITION BY settlement_id ORDER BY line_number DESC) = 1) o
             WHERE o.decision = 'accept'
               AND o.settlement_id IN (SELECT settlement_id FROM work)
               AND (o.member_id IS NULL OR o.member_id NOT IN (SELECT member_id FROM roster))
@@ -779,9 +782,13 @@ class _Batch:
             """,
         )
         if unknown:
+            line, member = unknown[0]
             raise UsageError(
-                f"{self.ws.overrides_path}: line {unknown[0][0]}: accept names member_id "
-                f"{unknown[0][1]!r}, which is not in the roster."
+                f"{self.ws.overrides_path}: line {line}: accept names member_id {member!r}, "
+                "which is not in the roster."
+                if member is not None
+                else f"{self.ws.overrides_path}: line {line}: accept needs the member_id of the "
+                "member to pay, and its member_id is empty."
             )
         # The identity result joined to its rows once, with the overrides
         # applied in the same statement.
