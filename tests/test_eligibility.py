@@ -6,6 +6,7 @@ order. Checked against values worked out by hand from the rules below."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -202,3 +203,54 @@ def test_an_enrollment_must_say_whose_it_is_and_run_forwards(tmp_path: Path) -> 
     )
     # neither counts as an enrollment: b-plan does not pay S1
     assert rows(ws / "twopay.duckdb", "SELECT scheme FROM lines") == [("a-plan",)]
+
+
+def test_the_boundaries_of_the_waiting_period_and_of_a_version(tmp_path: Path) -> None:
+    """Spec 5: waiting when service_date < start + waiting_days, so the day
+    after the wait is covered. Spec 4: effective_to is inclusive, so a
+    version's last day is its own, not 'no version in force'."""
+    v1 = (
+        'scheme = "w"\ntitle = "w"\nversion = "v1"\neffective_from = 2024-01-01\n'
+        "effective_to = 2024-06-30\nwaiting_days = 30\n"
+        "[outpatient]\ndeductible = 0\nratio = 0.5\n"
+    )
+    v2 = (
+        v1.replace('version = "v1"', 'version = "v2"')
+        .replace(
+            "effective_from = 2024-01-01\neffective_to = 2024-06-30", "effective_from = 2024-07-01"
+        )
+        .replace("ratio = 0.5", "ratio = 0.8")
+    )
+    ws = init_workspace(tmp_path / "ws", {"v1.toml": v1, "v2.toml": v2})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "会员1", person_id(1), "C1", "U1", "in_service", "2024-01-01", None)],
+    )
+    visits = [
+        ("W1", "2024-01-30"),
+        ("W2", "2024-01-31"),
+        ("E1", "2024-06-30"),
+        ("E2", "2024-07-01"),
+    ]
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            (sid, person_id(1), "会员1", "门诊", day, None, "100", "100", None)
+            for sid, day in visits
+        ],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-07", "--settlements", settlements, "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    db = ws / "twopay.duckdb"
+    assert rows(db, "SELECT settlement_id, code FROM outcomes WHERE code IS NOT NULL") == [
+        ("W1", "waiting_period")
+    ]
+    assert rows(db, "SELECT settlement_id, rule_version, payout FROM lines ORDER BY 1") == [
+        ("E1", "v1", Decimal("50.00")),
+        ("E2", "v2", Decimal("80.00")),
+        ("W2", "v1", Decimal("50.00")),
+    ]

@@ -859,3 +859,52 @@ def test_a_copy_in_another_settlements_file_names_that_file(ws: Path, tmp_path: 
     with (ws / "reports" / "2024-02" / "rejections.csv").open(encoding="utf-8") as fh:
         details = [row["detail"] for row in csv.DictReader(fh)]
     assert details == ["identical copy of line 3 of part.csv (--settlements file 1)"]
+
+
+def test_a_clawback_in_a_later_year_reduces_the_original_year(ws: Path, tmp_path: Path) -> None:
+    """Spec 4.1: 'The clawback reduces the plan year of the original, even
+    when the reversal falls in a later year' -- through a real run, not only
+    in the engine: the new year's visit starts from nothing."""
+    r = roster(tmp_path / "roster.csv")
+    p0 = person_id(0)
+    dec = [("A1", p0, "张伟", "门诊", "2024-12-10", None, "3000", "2500", None)]
+    jan = [
+        ("R1", p0, "张伟", "门诊", "2025-01-05", None, "-3000", "-2500", "A1"),
+        ("B1", p0, "张伟", "门诊", "2025-01-10", None, "3000", "2500", None),
+    ]
+    assert (
+        run(ws, "2024-12", write_csv(tmp_path / "d.csv", SETTLEMENT_HEADER, dec), r).exit_code == 0
+    )  # type: ignore[attr-defined]
+    assert (
+        run(ws, "2025-01", write_csv(tmp_path / "j.csv", SETTLEMENT_HEADER, jan), r).exit_code == 0
+    )  # type: ignore[attr-defined]
+    got = ledger_rows(
+        ws,
+        "(SELECT settlement_id, plan_year, payout, base_ytd_before FROM lines)",
+        "settlement_id",
+    )
+    assert got == [
+        ("A1", 2024, Decimal("750.00"), Decimal("0.00")),
+        ("B1", 2025, Decimal("750.00"), Decimal("0.00")),
+        ("R1", 2024, Decimal("-750.00"), Decimal("2500.00")),
+    ]
+
+
+def test_line_keys_follow_the_order_lines_are_taken_in(ws: Path, tmp_path: Path) -> None:
+    """Spec 4.1 takes a batch's lines by (service_date, settlement_id); the
+    ledger's line_key follows that order (why's year-to-date reads the latest
+    line by it), whatever the settlement_ids sort as."""
+    r = roster(tmp_path / "roster.csv")
+    p0 = person_id(0)
+    rows = [
+        ("S2", p0, "张伟", "门诊", "2024-01-05", None, "3000", "2500", None),
+        ("S1", p0, "张伟", "门诊", "2024-01-20", None, "500", "400", None),
+    ]
+    assert (
+        run(ws, "2024-01", write_csv(tmp_path / "s.csv", SETTLEMENT_HEADER, rows), r).exit_code == 0
+    )  # type: ignore[attr-defined]
+    keyed = ledger_rows(ws, "(SELECT settlement_id, line_key FROM lines)", "line_key")
+    assert [sid for sid, _key in keyed] == ["S2", "S1"]
+    trace = json.loads(cli("why", "-w", ws, p0, "--json").stdout)
+    (year,) = trace["year_to_date"]
+    assert (year["paid_total"], year["by_visit_type"][0]["base_ytd"]) == ("950.00", "2900.00")
