@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from click.testing import Result
 
 from helpers import SIMPLE_RULE, cli, init_workspace, person_id
 
@@ -212,28 +213,40 @@ def test_brackets_in_a_file_name_or_header_are_printed_as_they_are(
     assert name in error[0] and header.replace(",", ", ") in error[0], error[0]
 
 
+SETTLEMENT_COLUMNS = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1"
+
+
+def run_one_member(
+    tmp_path: Path, settlements: str, *, valid_from: str = "2020-01-01", period: str = "2024-01"
+) -> tuple[Path, Result]:
+    """A run of ``settlements`` (CSV text under its header line) against a
+    roster of one member, 张伟, person 1, quarantining as much as it must."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    (tmp_path / "s.csv").write_text(settlements, encoding="utf-8")
+    (tmp_path / "r.csv").write_text(
+        "member_id,name,id_number,card_no,unit_code,valid_from\n"
+        f"M1,张伟,{person_id(1)},C1,U1,{valid_from}\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", period, "--settlements", tmp_path / "s.csv",
+        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
+    )  # fmt: skip
+    return ws, done
+
+
 def test_inconsistent_amounts_name_the_amount_that_breaks_the_rule(tmp_path: Path) -> None:
     """The detail of an inconsistent_amounts row says which amount is wrong,
     not a rule it does not break (a negative self_pay_2 was reported as
     'self_pay_1 (100.00) <= total_cost (100.00)')."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     pid = person_id(1)
-    header = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1,self_pay_2,reverses\n"
-    (tmp_path / "s.csv").write_text(
-        header
-        + f"N1,{pid},张伟,门诊,2024-01-05,100,100,-5,\n"
-        + f"N2,{pid},张伟,门诊,2024-01-05,100,150,,\n"
-        + f"R1,{pid},张伟,门诊,2024-01-05,-100,20,,N0\n",
-        encoding="utf-8",
+    ws, done = run_one_member(
+        tmp_path,
+        f"{SETTLEMENT_COLUMNS},self_pay_2,reverses\n"
+        f"N1,{pid},张伟,门诊,2024-01-05,100,100,-5,\n"
+        f"N2,{pid},张伟,门诊,2024-01-05,100,150,,\n"
+        f"R1,{pid},张伟,门诊,2024-01-05,-100,20,,N0\n",
     )
-    (tmp_path / "r.csv").write_text(
-        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
-        encoding="utf-8",
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
-        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1", "--json",
-    )  # fmt: skip
     assert done.exit_code == 0, done.output
     with (ws / "reports" / "2024-01" / "quarantine.csv").open(encoding="utf-8") as fh:
         details = {row["raw"][:2]: row["detail"] for row in csv.DictReader(fh)}
@@ -265,21 +278,9 @@ def test_a_comma_is_a_thousands_separator_only_where_one_goes(
 ) -> None:
     """Spec 2: money is exact; '12,34' read as 1234 would pay a hundred times
     the claim."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    pid = person_id(1)
-    (tmp_path / "s.csv").write_text(
-        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
-        f'S1,{pid},张伟,门诊,2024-01-05,"{cell}",1\n',
-        encoding="utf-8",
+    ws, done = run_one_member(
+        tmp_path, f'{SETTLEMENT_COLUMNS}\nS1,{person_id(1)},张伟,门诊,2024-01-05,"{cell}",1\n'
     )
-    (tmp_path / "r.csv").write_text(
-        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
-        encoding="utf-8",
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
-        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
-    )  # fmt: skip
     assert done.exit_code == 0, done.output
     got = (
         duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
@@ -297,21 +298,9 @@ def test_a_comma_is_a_thousands_separator_only_where_one_goes(
 def test_a_year_has_four_digits(tmp_path: Path, cell: str) -> None:
     """'24-03-05' is not a date of the year 24: it is bad_date, not a claim
     rejected as membership_inactive on 0024-03-05."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    pid = person_id(1)
-    (tmp_path / "s.csv").write_text(
-        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
-        f"S1,{pid},张伟,门诊,{cell},100,50\n",
-        encoding="utf-8",
+    ws, _done = run_one_member(
+        tmp_path, f"{SETTLEMENT_COLUMNS}\nS1,{person_id(1)},张伟,门诊,{cell},100,50\n"
     )
-    (tmp_path / "r.csv").write_text(
-        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
-        encoding="utf-8",
-    )
-    cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "s.csv",
-        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
-    )  # fmt: skip
     quarantine = (ws / "reports" / "2024-01" / "quarantine.csv").read_text(encoding="utf-8")
     assert f"bad_date,service_date '{cell}' is not a date" in quarantine
 
@@ -319,21 +308,12 @@ def test_a_year_has_four_digits(tmp_path: Path, cell: str) -> None:
 def test_a_five_digit_excel_serial_from_1954_to_1982_is_a_date_too(tmp_path: Path) -> None:
     """A date cell exported as its number (spec 2: native Excel dates):
     25000 is 1968-06-11, though it starts like a four-digit year."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    pid = person_id(1)
-    (tmp_path / "s.csv").write_text(
-        "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
-        f"S1,{pid},张伟,门诊,45352,100,50\n",
-        encoding="utf-8",
+    ws, done = run_one_member(
+        tmp_path,
+        f"{SETTLEMENT_COLUMNS}\nS1,{person_id(1)},张伟,门诊,45352,100,50\n",
+        valid_from="25000",
+        period="2024-03",
     )
-    (tmp_path / "r.csv").write_text(
-        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,25000\n",
-        encoding="utf-8",
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-03", "--settlements", tmp_path / "s.csv",
-        "--roster", tmp_path / "r.csv",
-    )  # fmt: skip
     assert done.exit_code == 0, done.output
     con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
     assert con.execute("SELECT valid_from::VARCHAR FROM roster_records").fetchall() == [
