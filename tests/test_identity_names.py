@@ -108,7 +108,11 @@ def test_one_edit_apart_is_levenshtein_one(a: str, b: str) -> None:
         ("王", "李", "name_mismatch"),  # one character: never a typo
         ("张伟", "张", "name_mismatch"),  # one edit, but the roster name is one character
         ("张伟伟", "章玮", "name_mismatch"),  # different length: never a homophone
-        ("张先", "张西安", "name_mismatch"),  # the same pinyin joined (zhangxian), not per character
+        (
+            "张先",
+            "张西安",
+            "name_mismatch",
+        ),  # the same pinyin joined (zhangxian), not per character
         ("", "张伟", "name_mismatch"),
     ],
 )
