@@ -237,8 +237,6 @@ def _to_utf8(path: Path, encoding: str, workdir: Path) -> Path:
             f"{path}: cannot be read as {encoding} (byte {exc.start}); "
             "pass --encoding with the file's real encoding."
         ) from None
-    except LookupError:
-        raise UsageError(f"{path}: unknown encoding {encoding!r}.") from None
     return target
 
 
