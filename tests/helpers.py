@@ -95,3 +95,16 @@ def init_workspace(root: Path, rules: dict[str, str] | None = None) -> Path:
         for name, text in rules.items():
             (root / "rules" / name).write_text(text, encoding="utf-8")
     return root
+
+
+def one_member(tmp_path: Path, valid_from: str = "2020-01-01") -> tuple[Path, Path, str]:
+    """A workspace with SIMPLE_RULE and a roster of one member, M1 张伟
+    (person 1, unit U1): (workspace, roster file, ID number)."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    roster = tmp_path / "r.csv"
+    roster.write_text(
+        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,{valid_from}\n",
+        encoding="utf-8",
+    )
+    return ws, roster, pid

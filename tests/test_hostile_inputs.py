@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from click.testing import Result
 
-from helpers import SIMPLE_RULE, cli, init_workspace, person_id
+from helpers import cli, init_workspace, one_member, person_id
 
 CORPUS = Path(__file__).parent / "corpus"
 ROSTER = Path(__file__).resolve().parents[1] / "sample_data" / "roster.csv"
@@ -221,16 +221,11 @@ def run_one_member(
 ) -> tuple[Path, Result]:
     """A run of ``settlements`` (CSV text under its header line) against a
     roster of one member, 张伟, person 1, quarantining as much as it must."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    ws, roster, _pid = one_member(tmp_path, valid_from)
     (tmp_path / "s.csv").write_text(settlements, encoding="utf-8")
-    (tmp_path / "r.csv").write_text(
-        "member_id,name,id_number,card_no,unit_code,valid_from\n"
-        f"M1,张伟,{person_id(1)},C1,U1,{valid_from}\n",
-        encoding="utf-8",
-    )
     done = cli(
         "run", "-w", ws, "--period", period, "--settlements", tmp_path / "s.csv",
-        "--roster", tmp_path / "r.csv", "--max-quarantine-rate", "1",
+        "--roster", roster, "--max-quarantine-rate", "1",
     )  # fmt: skip
     return ws, done
 

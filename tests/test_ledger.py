@@ -835,30 +835,26 @@ def _umask() -> int:
 
 def test_a_copy_in_another_settlements_file_names_that_file(ws: Path, tmp_path: Path) -> None:
     r = roster(tmp_path / "roster.csv")
+
+    def details(period: str, *files: Path) -> list[str]:
+        given = [arg for f in files for arg in ("--settlements", f)]
+        done = cli("run", "-w", ws, "--period", period, *given, "--roster", r)
+        assert done.exit_code == 0, done.output
+        with (ws / "reports" / period / "rejections.csv").open(encoding="utf-8") as fh:
+            return [row["detail"] for row in csv.DictReader(fh)]
+
     first = month_rows(1)
     a = write_csv(tmp_path / "part-a.csv", SETTLEMENT_HEADER, first)
     b = write_csv(tmp_path / "part-b.csv", SETTLEMENT_HEADER, [first[2], first[2]])
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", a, "--settlements", b,
-        "--roster", r,
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
-    with (ws / "reports" / "2024-01" / "rejections.csv").open(encoding="utf-8") as fh:
-        details = [row["detail"] for row in csv.DictReader(fh)]
-    assert details == ["identical copy of line 4 of part-a.csv"] * 2
+    assert details("2024-01", a, b) == ["identical copy of line 4 of part-a.csv"] * 2
     # two files of one name, from two folders: the file's place says which
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     a2 = write_csv(tmp_path / "x" / "part.csv", SETTLEMENT_HEADER, month_rows(2)[:3])
     b2 = write_csv(tmp_path / "y" / "part.csv", SETTLEMENT_HEADER, [month_rows(2)[1]])
-    done = cli(
-        "run", "-w", ws, "--period", "2024-02", "--settlements", a2, "--settlements", b2,
-        "--roster", r,
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
-    with (ws / "reports" / "2024-02" / "rejections.csv").open(encoding="utf-8") as fh:
-        details = [row["detail"] for row in csv.DictReader(fh)]
-    assert details == ["identical copy of line 3 of part.csv (--settlements file 1)"]
+    assert details("2024-02", a2, b2) == [
+        "identical copy of line 3 of part.csv (--settlements file 1)"
+    ]
 
 
 def test_a_clawback_in_a_later_year_reduces_the_original_year(ws: Path, tmp_path: Path) -> None:

@@ -20,7 +20,15 @@ import pytest
 from stdnum.cn import ric
 
 from fixtures.reports.workspace import FIXTURES, build_workspace, run_month
-from helpers import cli
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    person_id,
+    write_csv,
+)
 from twopay.identity.idnumber import mask_id
 
 # 18 characters, not part of a longer run of digits; validity (region, birth
@@ -176,14 +184,6 @@ def test_ids_typed_with_spaces_hyphens_or_full_width_digits_are_masked_too(
     hyphens; spec 7 masks it wherever it appears. The raw text of a
     quarantined row keeps the row as it was typed, so the masking must find
     the ID there in every shape it is accepted in; `why` likewise."""
-    from helpers import (
-        ROSTER_HEADER,
-        SETTLEMENT_HEADER,
-        SIMPLE_RULE,
-        init_workspace,
-        person_id,
-        write_csv,
-    )
 
     ws = init_workspace(tmp_path / "ws", {"test-plan.toml": SIMPLE_RULE})
     pid = person_id(7)  # 18 ASCII digits
@@ -233,7 +233,6 @@ def test_an_id_that_does_not_look_like_one_is_masked_where_a_detail_names_it(
     """The ledger keeps identity details whole (spec 7); what shows them masks
     the ID a detail names by position, whatever it holds: a letter O typed for
     a zero, slashes. A tab-separated raw line keeps its columns."""
-    from helpers import ROSTER_HEADER, SIMPLE_RULE, init_workspace, person_id, write_csv
 
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     pid = person_id(4)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import polars as pl
 import pytest
 
 from fixtures.reports.workspace import build_workspace
-from helpers import cli
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    person_id,
+    write_csv,
+)
 from twopay.reports.notices import unit_file_stem
 from twopay.reports.reasons import FIXES
 
@@ -228,14 +237,6 @@ def test_a_roster_record_that_cannot_be_read_reaches_its_unit(tmp_path: Path) ->
     """Spec 8: notices list the card and identity errors a unit's officers
     must fix. A roster record with no card number is quarantined, and its
     member's claims are rejected: the unit named on the record is told."""
-    from helpers import (
-        ROSTER_HEADER,
-        SETTLEMENT_HEADER,
-        SIMPLE_RULE,
-        init_workspace,
-        person_id,
-        write_csv,
-    )
 
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     roster = write_csv(
@@ -273,8 +274,6 @@ def test_rejections_and_the_notice_agree_on_the_unit_of_a_name_mismatch(ws: Path
     not match its ID's roster record is not accepted as that member, but the
     record's unit is known: the notice sends the row there, and the
     rejection says so too."""
-    import csv
-
     notices(ws, "--period", "2024-01")
     u02 = by_settlement(read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U02.csv"))
     assert u02["JAN-004"]["原因代码"] == "name_mismatch"

@@ -22,6 +22,7 @@ from helpers import (
     SIMPLE_RULE,
     cli,
     init_workspace,
+    one_member,
     person_id,
     write_csv,
 )
@@ -577,24 +578,13 @@ def test_an_unknown_encoding_is_a_usage_error(encoding: str, tmp_path: Path) -> 
     assert len(done.output.strip().splitlines()) == 1
 
 
-def _one_member(tmp_path: Path) -> tuple[Path, Path, str]:
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    pid = person_id(1)
-    roster = tmp_path / "r.csv"
-    roster.write_text(
-        f"member_id,name,id_number,card_no,unit_code,valid_from\nM1,张伟,{pid},C1,U1,2020-01-01\n",
-        encoding="utf-8",
-    )
-    return ws, roster, pid
-
-
 def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
     tmp_path: Path,
 ) -> None:
     """A stray quote made every row after it one quarantined cell: 99 of 1000
     settlements vanished into quarantine.csv's raw text while the books
     'balanced' (they counted parsed records) and the run exited 0."""
-    ws, roster, pid = _one_member(tmp_path)
+    ws, roster, pid = one_member(tmp_path)
     header = (
         "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1,hospital_code\n"
     )
@@ -633,7 +623,7 @@ def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
 def test_a_tab_or_line_break_at_a_cells_edge_is_trimmed(tmp_path: Path) -> None:
     """Spec 2 trims every text cell: 'S1<tab>' is S1 (a duplicate, not a
     second claim paid twice) and '门诊<tab>' is outpatient."""
-    ws, roster, pid = _one_member(tmp_path)
+    ws, roster, pid = one_member(tmp_path)
     (tmp_path / "s.tsv").write_text(
         "settlement_id\tid_number\tname\tvisit_type\tservice_date\ttotal_cost\tself_pay_1\n"
         f"S1\t{pid}\t张伟\t门诊\t2024-01-05\t3000\t3000\n"
@@ -657,7 +647,7 @@ def test_line_numbers_count_the_line_breaks_of_rejected_rows_and_of_the_header(
     """Spec 7: line_number as a text editor shows it. A row that cannot be
     parsed, written over two lines, and a header cell written over two lines,
     move every later row down a line."""
-    ws, roster, pid = _one_member(tmp_path)
+    ws, roster, pid = one_member(tmp_path)
     head = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1"
     good = f"{pid},张伟,门诊,2024-01-05,100,50"
     (tmp_path / "a.csv").write_text(
@@ -707,7 +697,7 @@ def test_rows_of_empty_cells_are_not_rows_as_in_xlsx(tmp_path: Path) -> None:
     """A spreadsheet saved as CSV leaves ',,,,,,' rows below its table: they
     are no settlements (an empty .xlsx row is none either), not quarantined
     rows that push a clean file over --max-quarantine-rate."""
-    ws, roster, pid = _one_member(tmp_path)
+    ws, roster, pid = one_member(tmp_path)
     head = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay_1\n"
     body = "".join(f"S{i},{pid},张伟,门诊,2024-01-05,100,50\n" for i in range(10))
     (tmp_path / "s.csv").write_text(head + body + ",,,,,,\n" * 3 + "S10,bad\n", encoding="utf-8")
@@ -725,7 +715,7 @@ def test_rows_of_empty_cells_are_not_rows_as_in_xlsx(tmp_path: Path) -> None:
 def test_parquet_timestamps_in_units_and_enrollments_are_dates_too(tmp_path: Path) -> None:
     """The units file's dues_paid_through as a TIMESTAMPTZ column: a date, not
     text that fails to parse (every unit then 'not in the units file')."""
-    ws, roster, pid = _one_member(tmp_path)
+    ws, roster, pid = one_member(tmp_path)
     con = duckdb.connect()
     units = tmp_path / "units.parquet"
     con.execute(
