@@ -185,3 +185,24 @@ def test_eligibility_is_kept_for_the_identified_rows_alone(demo: Path) -> None:
     assert checked == decided
     assert {o for o, _c, _m in unidentified} == {"held", "rejected"}
     assert all(member is None for _o, _c, member in unidentified)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_a_reader_that_stops_early_is_not_an_error(demo: Path, fmt: str) -> None:
+    """`twopay query ... | head -1`: the reader closes the pipe after one
+    line; twopay ends with its own exit code and says nothing on stderr (it
+    said "internal error" with exit 1, which after a run read as a failed
+    batch that had in fact committed)."""
+    exe = shutil.which("twopay", path=str(Path(sys.executable).parent))
+    assert exe
+    proc = subprocess.Popen(
+        [exe, "query", "-w", str(demo), "--format", fmt, "select * from range(200000)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert stderr == ""

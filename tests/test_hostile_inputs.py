@@ -14,7 +14,17 @@ import duckdb
 import pytest
 from click.testing import Result
 
-from helpers import cli, init_workspace, one_member, person_id
+from helpers import (
+    ROSTER_HEADER,
+    SETTLEMENT_HEADER,
+    SIMPLE_RULE,
+    cli,
+    init_workspace,
+    make_id,
+    one_member,
+    person_id,
+    write_csv,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 ROSTER = Path(__file__).resolve().parents[1] / "sample_data" / "roster.csv"
@@ -314,3 +324,111 @@ def test_a_five_digit_excel_serial_from_1954_to_1982_is_a_date_too(tmp_path: Pat
     assert con.execute("SELECT valid_from::VARCHAR FROM roster_records").fetchall() == [
         ("1968-06-11",)
     ]
+
+
+def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path: Path) -> None:
+    """Spec 5: a settlement repeated "identically (same values after
+    normalisation)" is duplicate_settlement for the later copy, the first
+    paid. A lower-case x, the legacy 15-digit form of the same ID or a
+    full stop for the middle dot are not other content (all copies were
+    rejected conflicting_duplicate and nobody was paid); another name is."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    x_id = make_id("11010519750505005")  # check character X
+    assert x_id.endswith("X")
+    legacy = person_id(2)
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "钱七", x_id, "C1", "U1", "在职", "2020-01-01", None),
+            ("M2", "张三", legacy, "C2", "U1", "在职", "2020-01-01", None),
+            ("M3", "阿不都·热合曼", person_id(3), "C3", "U1", "在职", "2020-01-01", None),
+        ],
+    )
+    copies = {
+        "a.csv": [
+            ("D1", x_id, "钱七"),
+            ("D2", legacy, "张三"),
+            ("D3", person_id(3), "阿不都·热合曼"),
+            ("D4", person_id(3), "阿不都·热合曼"),
+        ],
+        "b.csv": [
+            ("D1", x_id.lower(), "钱七"),
+            ("D2", legacy[:6] + legacy[8:17], "张三"),  # the 15-digit form
+            ("D3", person_id(3), "阿不都.热合曼"),
+            ("D4", person_id(3), "热合曼"),
+        ],
+    }
+    files: list[object] = []
+    for name, rows in copies.items():
+        path = write_csv(
+            tmp_path / name,
+            SETTLEMENT_HEADER,
+            [(s, i, n, "门诊", "2024-01-09", None, 3000, 3000, None) for s, i, n in rows],
+        )
+        files += ["--settlements", path]
+    done = cli("run", "-w", ws, "--period", "2024-01", *files, "--roster", roster, "--lang", "en")
+    assert done.exit_code == 0, done.output
+    out = ws / "reports" / "2024-01"
+    with (out / "rejections.csv").open(encoding="utf-8") as fh:
+        rejected = sorted((r["settlement_id"], r["reason_code"]) for r in csv.DictReader(fh))
+    assert rejected == [
+        ("D1", "duplicate_settlement"),
+        ("D2", "duplicate_settlement"),
+        ("D3", "duplicate_settlement"),
+        ("D4", "conflicting_duplicate"),
+        ("D4", "conflicting_duplicate"),
+    ]
+    with (out / "payout_lines.csv").open(encoding="utf-8") as fh:
+        paid = sorted((r["settlement_id"], r["payout"]) for r in csv.DictReader(fh))
+    assert paid == [("D1", "1000.00"), ("D2", "1000.00"), ("D3", "1000.00")]
+
+
+def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: Path) -> None:
+    """A member whose only roster record cannot be read, or whose unit's row
+    in the units file cannot be read, is still rejected (not_a_member,
+    unit_dues_unpaid), but the detail says which record could not be read
+    rather than "not in the roster" / "not in the units file", which sent the
+    officer looking for a record that is there; summary.json counts them."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张三", person_id(1), "C1", "U1", "临时工", "2020-01-01", None),
+            ("M2", "李四", person_id(2), "C2", "U5", "在职", "2020-01-01", None),
+        ],
+    )
+    units = tmp_path / "u.csv"
+    units.write_text("unit_code,dues_paid_through\nU1,2024-12-31\nU5,2024-12-3l\n", "utf-8")
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None),
+            ("Q2", person_id(2), "李四", "门诊", "2024-01-09", None, 3000, 3000, None),
+        ],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--units", units, "--lang", "en",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    out = ws / "reports" / "2024-01"
+    with (out / "rejections.csv").open(encoding="utf-8") as fh:
+        details = {r["settlement_id"]: (r["reason_code"], r["detail"]) for r in csv.DictReader(fh)}
+    masked = person_id(1)[:6] + "********" + person_id(1)[-4:]
+    assert details == {
+        "Q1": (
+            "not_a_member",
+            f"ID {masked} is on roster line 2, which could not be read "
+            "(missing_field; see quarantine.csv).",
+        ),
+        "Q2": (
+            "unit_dues_unpaid",
+            "unit U5: its row in the units file (line 3) could not be read; see quarantine.csv",
+        ),
+    }
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["balance"]["other_records_quarantined"] == {"roster": 1, "units": 1}
+    assert summary["balance"]["balanced"] is True

@@ -7,7 +7,9 @@ they are printed as one sentence (a traceback only with --debug).
 from __future__ import annotations
 
 import functools
+import io
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,7 +30,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 # markup=False: what twopay prints names files, members and cells from the
 # inputs, and "[jan]" in a file name is not a style; the few styled lines
 # say markup=True and escape what they quote
-console = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+class _Stdout(io.TextIOBase):
+    """sys.stdout as it is at each write, and a reader that goes away
+    (`twopay run ... | head`) is not an error: the rest of the output is
+    discarded and the command ends with its own exit code (a run's batch is
+    committed before anything is printed)."""
+
+    def write(self, text: str) -> int:
+        try:
+            sys.stdout.write(text)
+        except BrokenPipeError:
+            self._discard()
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    @staticmethod
+    def _discard() -> None:
+        # what Python's documentation advises: point the descriptor at
+        # /dev/null, so that the flush at exit does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+STDOUT = _Stdout()
+console = Console(file=STDOUT, highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
@@ -102,7 +144,9 @@ def handled(f: F) -> F:
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+    click.echo(
+        json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str), file=STDOUT
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -374,7 +418,7 @@ def rules_sql(directory: Path | None, workspace: Path | None) -> None:
 
     folder = directory or open_workspace(workspace).rules_dir
     for name, sql in all_sql(load_rules(folder)):
-        click.echo(f"-- {name}\n{sql.strip()};\n")
+        click.echo(f"-- {name}\n{sql.strip()};\n", file=STDOUT)
 
 
 # -- query --------------------------------------------------------------------
@@ -396,7 +440,7 @@ def query(sql: str, fmt: str, workspace: Path | None, as_json: bool) -> None:
     elif fmt == "csv":
         import csv
 
-        w = csv.writer(sys.stdout)
+        w = csv.writer(STDOUT)
         w.writerow(cols)
         w.writerows(rows)
     else:

@@ -37,6 +37,7 @@ from twopay.errors import (
     oom_advice,
 )
 from twopay.faults import fault_point
+from twopay.identity.idnumber import id_normalise_sql
 from twopay.identity.match import (
     exact_detail_sql,
     exact_evidence_sql,
@@ -44,6 +45,7 @@ from twopay.identity.match import (
     match_identities,
     roster_keys_sql,
 )
+from twopay.identity.names import name_norm_sql
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
 from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages, next_stage_id
@@ -528,14 +530,16 @@ class _Batch:
         # Repeated settlement_ids are few: found by one narrow aggregate and
         # described apart, so the readable rows are a view, not a copy.
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE dup_groups AS
             WITH repeated AS (
                 SELECT settlement_id FROM s_typed WHERE q_code IS NULL
                 GROUP BY settlement_id HAVING count(*) > 1
             )
             SELECT settlement_id, count(*) AS copies,
-                   count(DISTINCT content_hash) AS versions, min(row_key) AS first_key,
+                   count(DISTINCT hash(content_hash, {id_normalise_sql("id_number")},
+                                       {name_norm_sql("name")})) AS versions,
+                   min(row_key) AS first_key,
                    arg_min(line_number, row_key) AS first_line,
                    arg_min(source_file, row_key) AS first_file
             FROM s_typed SEMI JOIN repeated USING (settlement_id)
@@ -758,6 +762,25 @@ class _Batch:
         )
         match_identities(con, self.opts.today, lazy_exact=True)
         con.execute("DROP VIEW id_input")
+        # An ID that is on a roster record which could not be read is not
+        # "valid but not in the roster": the detail names that record (the
+        # unit's officers fix it; the notice lists it too).
+        con.execute(
+            f"""
+            UPDATE id_result SET detail = replace(id_result.detail,
+                'is valid but not in the roster',
+                'is on roster line ' || q.line::VARCHAR || ', which could not be read ('
+                    || q.q_code || '; see quarantine.csv)')
+            FROM (
+                SELECT {id_normalise_sql("id_number")} AS id_norm,
+                       min(line_number) AS line, arg_min(q_code, line_number) AS q_code
+                FROM roster_rows
+                WHERE stage_id = {self.roster_stage} AND q_code IS NOT NULL
+                GROUP BY ALL
+            ) q
+            WHERE id_result.outcome = 'not_a_member' AND id_result.id_norm = q.id_norm
+            """
+        )
         scratch = [
             r[0]
             for r in _q(
@@ -1240,6 +1263,15 @@ class _Batch:
             "WHERE retry_of IS NOT NULL",
         )[0]
         recov = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_recoveries")
+        # roster, units and enrollment records that could not be read: not
+        # settlement rows (outside the balance), but they decide rows' outcomes
+        other_q = dict(
+            _q(
+                con,
+                "SELECT file_kind, count(*) FROM q_rows WHERE file_kind <> 'settlements' "
+                "GROUP BY ALL ORDER BY 1",
+            )
+        )
         # lines = payments + offsets taken - new debts  (spec 5: books balance)
         money_balances = lines_total == paid_total - recov  # type: ignore[operator]
         balanced = placed == rows_in and per_row == 0 and money_balances
@@ -1274,6 +1306,7 @@ class _Batch:
                 "recoveries_net": str(recov),
                 "retries": int(retries[0]),
                 "retries_total": str(retries[1]),
+                "other_records_quarantined": {k: int(v) for k, v in other_q.items()},
             },
         }
 

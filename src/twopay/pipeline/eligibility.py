@@ -195,10 +195,15 @@ def check(
     _load_schemes(con, rules)
     schemes = _schemes(rules)
     units = (
-        "SELECT unit_code, max(dues_paid_through) AS dues_paid_through FROM units_typed "
-        "WHERE q_code IS NULL GROUP BY unit_code"
+        # a unit whose rows could not be read still counts as unpaid (spec 5),
+        # but its detail says so rather than "not in the units file"
+        "SELECT unit_code, max(dues_paid_through) FILTER (WHERE q_code IS NULL) "
+        "AS dues_paid_through, bool_or(q_code IS NULL) AS unit_readable, "
+        "min(line_number) FILTER (WHERE q_code IS NOT NULL) AS unit_bad_line "
+        "FROM units_typed WHERE unit_code IS NOT NULL GROUP BY unit_code"
         if has_units
-        else "SELECT NULL::VARCHAR AS unit_code, NULL::DATE AS dues_paid_through WHERE false"
+        else "SELECT NULL::VARCHAR AS unit_code, NULL::DATE AS dues_paid_through, "
+        "NULL::BOOLEAN AS unit_readable, NULL::BIGINT AS unit_bad_line WHERE false"
     )
     identified = "i.id_outcome IN ('exact', 'homophone', 'override')"
     if has_enrollments:
@@ -265,7 +270,8 @@ def check(
                    coalesce(rt.run_start, r.valid_from) AS run_start,
                    r.valid_from <= i.service_date
                        AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
-                   u.unit_code IS NOT NULL AS unit_known, u.dues_paid_through
+                   coalesce(u.unit_readable, false) AS unit_known, u.dues_paid_through,
+                   u.unit_bad_line
             FROM identified2 i
             LEFT JOIN roster r ON r.record_key = i.record_key AND {identified}
             LEFT JOIN roster_time rt ON rt.record_key = r.record_key
@@ -338,6 +344,9 @@ def check(
                     THEN 'member ' || i.member_id || ' record valid ' || i.valid_from::VARCHAR
                          || ' to ' || coalesce(i.valid_to::VARCHAR, 'open') || '; service date '
                          || i.service_date::VARCHAR
+                WHEN {has_units} AND NOT i.unit_known AND i.unit_bad_line IS NOT NULL
+                    THEN 'unit ' || i.unit_code || ': its row in the units file (line '
+                         || i.unit_bad_line::VARCHAR || ') could not be read; see quarantine.csv'
                 WHEN {has_units} AND NOT i.unit_known
                     THEN 'unit ' || i.unit_code || ' is not in the units file'
                 WHEN {has_units} AND i.dues_paid_through < i.service_date

@@ -116,7 +116,10 @@ SELECT
     service_date_v AS service_date, admission_date_v AS admission_date, hospital_code,
     total_cost_v AS total_cost, self_pay_1_v AS self_pay_1, self_pay_2_v AS self_pay_2,
     out_of_pocket_v AS out_of_pocket, reverses,
-    hash(settlement_id, id_number, name, visit_type_v, service_date_v, admission_date_v,
+    -- the ID number and the name are compared as identity normalises them
+    -- (spec 5: "same values after normalisation"), among repeated
+    -- settlement_ids only (batch.py, dup_groups): not hashed here
+    hash(settlement_id, visit_type_v, service_date_v, admission_date_v,
          hospital_code, total_cost_v, self_pay_1_v, self_pay_2_v, out_of_pocket_v,
          reverses) AS content_hash
 FROM coded
