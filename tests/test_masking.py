@@ -125,7 +125,7 @@ def test_no_cell_from_input_text_is_a_live_formula(ws: Path) -> None:
     assert "'=HYPERLINK" in payouts
     rejections = (ws / "reports" / "2024-01" / "rejections.csv").read_text(encoding="utf-8")
     assert "'@SUM(1)" in rejections
-    assert "'=1+2" in rejections and "'+赵六" in rejections  # an ID cell and a name
+    assert "'=1+2+3**+5+6" in rejections and "'+赵六" in rejections  # an ID cell and a name
 
 
 def test_command_output_is_masked(ws: Path) -> None:
@@ -267,3 +267,60 @@ def test_an_id_that_does_not_look_like_one_is_masked_where_a_detail_names_it(
     assert f"ID {mask_id(odd['W1'])} " in shown
     quarantine = (reports / "quarantine.csv").read_text(encoding="utf-8")
     assert f"Q1\t{mask_id(pid)}\t张伟\t门诊\t20240105\t11011400033\tabc\t50" in quarantine
+
+
+def test_an_input_without_its_header_row_is_named_with_its_first_row_masked(
+    tmp_path: Path,
+) -> None:
+    """A file saved without its header row: the error shows what stands where
+    the header should be, its first data row, with the ID number and bank
+    account masked (spec 7: masked in logs; they were printed in full)."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = tmp_path / "r.csv"
+    roster.write_text(
+        f"M1,张三,{person_id(1)},C1,U1,在职,2020-01-01,,6217000011112222333\n", "utf-8"
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "张三", "门诊", "2024-01-05", None, 100, 50, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2
+    assert "r.csv" in done.output and mask_id(person_id(1)) in done.output
+    assert person_id(1) not in done.output and "6217000011112222333" not in done.output
+    assert re.search(r"621700\*+2333", done.output)
+
+
+def test_a_short_id_number_is_starred_whole_in_every_report(tmp_path: Path) -> None:
+    """An ID cell of 10 characters or fewer (a truncated number): six plus
+    four of it would be all of it, so rejections.csv stars it whole, as its
+    detail does (the id_number column showed it in clear)."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Y1", "1101051990", "赵六", "门诊", "2024-01-05", None, 100, 50, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--lang", "en",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    out = ws / "reports" / "2024-01"
+    with (out / "rejections.csv").open(encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["id_number"] == "**********"
+    assert "1101051990" not in (out / "rejections.csv").read_text(encoding="utf-8")
+    notices = cli("notices", "-w", ws, "--period", "2024-01")
+    assert notices.exit_code == 0, notices.output
+    for path in (out / "notices").rglob("*.csv"):
+        assert "1101051990" not in path.read_text(encoding="utf-8-sig"), path

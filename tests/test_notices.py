@@ -87,7 +87,8 @@ def test_each_unit_gets_what_its_officers_must_fix(ws: Path) -> None:
         "JAN-013": "invalid_id_number",
     }
     assert (
-        unassigned["JAN-013"]["身份证号"] == "'=1+2" and unassigned["JAN-013"]["姓名"] == "'+赵六"
+        unassigned["JAN-013"]["身份证号"] == "'=1+2+3**+5+6"
+        and unassigned["JAN-013"]["姓名"] == "'+赵六"
     )
     # waiting_period is not something a unit can fix; paid rows are not listed
     everything = "".join(p.read_text(encoding="utf-8-sig") for p in folder.glob("*.csv"))

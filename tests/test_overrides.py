@@ -128,6 +128,11 @@ def test_an_unusable_override_file_is_exit_2_naming_its_first_bad_line(january: 
     code, out = run(ws, "2024-02")
     assert code == 2
     assert "line 2: accept needs the member_id" in out and "None" not in out
+    # the member's ID number where the member_id belongs: named, masked (spec 7)
+    path.write_text(HEADER + "JS240100104,accept,110105199001010010,,\n")
+    code, out = run(ws, "2024-02")
+    assert code == 2
+    assert "line 2: accept names member_id '110105********0010'" in out
     # nothing of February was committed by any refusal
     con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
     try:

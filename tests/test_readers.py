@@ -261,8 +261,11 @@ HEAD = "settlement_id,id_number,name,visit_type,service_date,total_cost,self_pay
         f"S1,1,a,{ROW}\nS2,1,a,{ROW}".replace("\n", "\r\n"),
         # empty lines at the end move nothing
         f"S1,1,a,{ROW}S2,1,a,{ROW}\n\n",
+        # one row added in a Windows editor to a file of LF line ends (and
+        # so a CRLF header): DuckDB refuses the mix; its LF copy is read
+        f"S1,1,a,{ROW}\nS2,1,a,{ROW}".replace("\n", "\r\n", 1) + f"\nS3,1,a,{ROW}",
     ],
-    ids=["between", "quoted", "bad_row", "crlf", "trailing"],
+    ids=["between", "quoted", "bad_row", "crlf", "trailing", "mixed"],
 )
 def test_line_numbers_count_empty_lines_as_an_editor_does(body: str, tmp_path: Path) -> None:
     """Spec 7: quarantine.line_number is the line a text editor shows; DuckDB
@@ -733,3 +736,18 @@ def test_parquet_timestamps_in_units_and_enrollments_are_dates_too(tmp_path: Pat
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["summary"]["balance"]["adjudicated"] == 1
+
+
+def test_a_file_of_lf_lines_with_one_crlf_row_is_read_whole(tmp_path: Path) -> None:
+    """A settlement export of LF line ends whose last row was added in a
+    Windows editor (CRLF): DuckDB's reader refused the whole file ("state
+    machine reached an invalid state", exit 2, no line named). Every row is
+    read, at the line an editor shows."""
+    path = tmp_path / "s.csv"
+    path.write_bytes((HEAD + f"A1,1,a,{ROW}" + f"A2,1,b,{ROW}".replace("\n", "\r\n")).encode())
+    con = duckdb.connect()
+    load_input(con, path, SETTLEMENTS, "raw0", workdir=tmp_path)
+    rows = con.execute(
+        "SELECT settlement_id, name, self_pay_1, line_number FROM raw0 ORDER BY 4"
+    ).fetchall()
+    assert rows == [("A1", "a", "80", 2), ("A2", "b", "80", 3)]

@@ -6,11 +6,16 @@ writer does not own came out as interleaved runs of 2,048 rows."""
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
+from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, cli, init_workspace, person_id
+from helpers import write_csv as write_rows
 from twopay.ledger.schema import ensure_schema
 from twopay.reports.render import report_queries, write_csv
 
@@ -82,3 +87,77 @@ def test_rejections_come_out_in_row_order(
     expected = {(i * 7919) % N: f"S{i}" for i in range(N)}
     assert [r["settlement_id"] for r in rows] == [expected[k] for k in range(N)]
     assert "_row_key" not in rows[0]
+
+
+BAND_RULE = """
+scheme = "flat"
+title = "pays self_pay_1 whole"
+version = "v1"
+effective_from = 2020-01-01
+categories = ["in_service", "retired"]
+base = "self_pay_1"
+
+[outpatient]
+deductible = 0
+ratio = 1
+"""
+
+
+def band_run(tmp_path: Path, bands: str) -> tuple[Path, Any]:
+    ws = init_workspace(tmp_path / "ws", {"flat.toml": BAND_RULE})
+    config = ws / "twopay.toml"
+    config.write_text(
+        re.sub(r"(?m)^bands = .*$", f"bands = {bands}", config.read_text("utf-8")), "utf-8"
+    )
+    amounts = ["2999.99", "3000.00", "10000.00", "10000.01"]
+    roster = write_rows(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            (f"M{i}", "张三", person_id(i), f"C{i}", "U1", "在职", "2020-01-01", None)
+            for i in range(4)
+        ],
+    )
+    settlements = write_rows(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            (f"S{i}", person_id(i), "张三", "门诊", "2024-01-05", None, a, a, None)
+            for i, a in enumerate(amounts)
+        ],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster,
+    )  # fmt: skip
+    return ws, done
+
+
+def test_subsidy_bands_hold_both_edges_of_the_middle_band(tmp_path: Path) -> None:
+    """Spec 7's default bands "< 3000, 3000-10000, > 10000": 3000.00 and
+    10000.00 are both in 3000-10000 (10000.00 was counted > 10000)."""
+    ws, done = band_run(tmp_path, "[3000, 10000]")
+    assert done.exit_code == 0, done.output
+    summary = json.loads((ws / "reports" / "2024-01" / "summary.json").read_text("utf-8"))
+    assert summary["bands"] == [
+        {"band": "< 3000", "person_times": 1, "amount": "2999.99"},
+        {"band": "3000-10000", "person_times": 2, "amount": "13000.00"},
+        {"band": "> 10000", "person_times": 1, "amount": "10000.01"},
+    ]
+
+
+@pytest.mark.parametrize("bands", ["[]", "[10000, 3000]", "[0, 3000]", "[3000, 3000]"])
+def test_bands_that_are_not_ascending_edges_are_exit_2_before_anything_is_committed(
+    tmp_path: Path, bands: str
+) -> None:
+    """`bands = []` committed the batch and then failed writing its reports
+    (internal error, exit 1, no payment file); `[10000, 3000]` made a band
+    "10000-3000". twopay.toml is checked first: exit 2 naming run.bands."""
+    ws, done = band_run(tmp_path, bands)
+    assert done.exit_code == 2, done.output
+    assert "twopay.toml" in done.output and "bands" in done.output
+    assert not (ws / "reports" / "2024-01").exists()
+    con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM batches").fetchall() == [(0,)]
+    finally:
+        con.close()

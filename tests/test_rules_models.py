@@ -159,6 +159,13 @@ BAD_FILES = {
         "waiting_days",
         "integer",
     ),
+    # day counts are INTEGER in the ledger and added to dates: a run died
+    # with "out of range for INT32" on a file `rules check` called valid
+    "waiting_days beyond a century": (
+        edit("waiting_days = 0", "waiting_days = 2147483648"),
+        "waiting_days",
+        "36600",
+    ),
     "effective_from not a date": (
         edit("effective_from = 2018-01-01", 'effective_from = "soon"'),
         "effective_from",

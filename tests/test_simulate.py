@@ -191,7 +191,8 @@ def test_a_changed_ratio_and_deductible_give_the_hand_computed_figures(
         {"scheme": "test-plan", "actual": "1690.00", "simulated": "2050.00", "change": "360.00"}
     ]
     # bands [500, 1000] per person-time, paid lines only, each side by its own amounts:
-    # actual    < 500: A4 300, B2 250, C1 40 | 500-1000: A2 500, A3 600 | > 1000: B1 1000
+    # (spec 7's "3000-10000" holds both its edges: 1000.00 is in 500-1000)
+    # actual    < 500: A4 300, B2 250, C1 40 | 500-1000: A2 500, A3 600, B1 1000
     # simulated < 500: A4 360, B2 300, C1 90 | 500-1000: A2 600, A3 700 | > 1000: B1 1200
     assert [
         (
@@ -204,8 +205,8 @@ def test_a_changed_ratio_and_deductible_give_the_hand_computed_figures(
         for b in report["by_band"]
     ] == [
         ("< 500", 3, "590.00", 3, "750.00"),
-        ("500-1000", 2, "1100.00", 2, "1300.00"),
-        ("> 1000", 1, "1000.00", 1, "1200.00"),
+        ("500-1000", 3, "2100.00", 2, "1300.00"),
+        ("> 1000", 0, "0.00", 1, "1200.00"),
     ]
     assert report["members"] == {
         "gain": {"count": 3, "amount": "360.00"},

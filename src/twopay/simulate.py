@@ -32,6 +32,7 @@ import duckdb
 
 from twopay.errors import UsageError
 from twopay.ledger.workspace import Workspace
+from twopay.reports.render import band_labels, band_sql
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate, load_params
 from twopay.rules.loader import RuleSet, load_rules
 
@@ -120,10 +121,11 @@ GROUP BY grp
 ORDER BY abs(sum(simulated) - sum(actual)) DESC, grp
 """
 
+
 # Subsidies by band per person-time, each side banded by its own payouts, like
-# summary.json's bands (spec 7): paid lines summed per settlement; a band is
-# the number of edges at or below the amount.
-BANDS_SQL = """
+# summary.json's bands (spec 7, render.band_sql): paid lines summed per settlement.
+def bands_sql(edges: list[float]) -> str:
+    return f"""
 WITH per_settlement AS (
     SELECT settlement_id,
            sum(actual) FILTER (actual_status = 'paid') AS a,
@@ -135,10 +137,10 @@ sides AS (
     UNION ALL
     SELECT 'simulated', s FROM per_settlement WHERE s IS NOT NULL
 )
-SELECT side, len(list_filter($edges::DOUBLE[], lambda e: e <= amount)) AS band,
-       count(*), sum(amount)
+SELECT side, {band_sql("amount", edges)} AS band, count(*), sum(amount)
 FROM sides GROUP BY side, band
 """
+
 
 # Who gains or loses is a person (spec 4.1: the accumulators are a person's,
 # whatever member_id they had), named by their latest member_id in the year.
@@ -222,14 +224,6 @@ def _side_by_side(actual: object, simulated: object) -> dict[str, str]:
     return {"actual": _money(a), "simulated": _money(s), "change": _money(s - a)}
 
 
-def _band_labels(edges: list[float]) -> list[str]:
-    return (
-        [f"< {edges[0]:g}"]
-        + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)]
-        + [f"> {edges[-1]:g}"]
-    )
-
-
 def compare(con: duckdb.DuckDBPyConnection, year: int, edges: list[float]) -> dict[str, Any]:
     """Actual (the ledger's lines) against simulated (sim_lines) for the year."""
     con.execute(COMPARE_SQL, [year])
@@ -252,10 +246,10 @@ def compare(con: duckdb.DuckDBPyConnection, year: int, edges: list[float]) -> di
 
     bands: dict[tuple[str, int], tuple[int, object]] = {
         (side, int(band)): (int(n), amount)
-        for side, band, n, amount in con.execute(BANDS_SQL, {"edges": edges}).fetchall()
+        for side, band, n, amount in con.execute(bands_sql(edges)).fetchall()
     }
     by_band = []
-    for i, label in enumerate(_band_labels(edges)):
+    for i, label in enumerate(band_labels(edges)):
         n_a, a = bands.get(("actual", i), (0, 0))
         n_s, s = bands.get(("simulated", i), (0, 0))
         by_band.append(

@@ -97,10 +97,10 @@ def mask_text_sql(col: str) -> str:
     return f"regexp_replace({named}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
 
 
-def mask_id_sql(col: str) -> str:
-    """SQL for mask_id."""
+def mask_id_sql(col: str, empty: str = "''") -> str:
+    """SQL for mask_id; a NULL becomes ``empty`` (an SQL expression)."""
     return (
-        f"CASE WHEN {col} IS NULL THEN '' "
+        f"CASE WHEN {col} IS NULL THEN {empty} "
         f"WHEN length({col}) > 10 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
         f" || right({col}, 4) ELSE repeat('*', length({col})) END"
     )

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from twopay.errors import InputSchemaError, UsageError
+from twopay.identity.idnumber import mask_text
 from twopay.io.schemas import FileKind, header_key, header_map
 
 if TYPE_CHECKING:
@@ -247,6 +248,13 @@ def _sniff_delimiter(sample: str) -> str:
         return ","
 
 
+def _shown_header(headers: list[str]) -> str:
+    """A header row for an error message, ID- and account-like runs masked
+    (spec 7): a file saved without its header row has its first data row
+    here."""
+    return mask_text(", ".join(h for h in headers if h)) or "(empty)"
+
+
 def _check_header(
     path: Path, headers: list[str], kind: FileKind, aliases: Mapping[str, list[str]] | None
 ) -> list[str | None]:
@@ -259,7 +267,8 @@ def _check_header(
         name = mapping.get(header_key(h or ""))
         if name is not None and name in seen:
             raise InputSchemaError(
-                f"{path}: columns {seen[name]!r} and {h!r} both mean {name!r}; keep one."
+                f"{path}: columns {mask_text(repr(seen[name]))} and {mask_text(repr(h))} both "
+                f"mean {name!r}; keep one."
             )
         if name is not None:
             seen[name] = h
@@ -270,7 +279,7 @@ def _check_header(
         zh = f" ({col.aliases[0]})" if col.aliases else ""
         raise InputSchemaError(
             f"{path}: the {kind.label} file has no column {missing[0]!r}{zh}; "
-            f"its header is: {', '.join(h for h in headers if h) or '(empty)'}."
+            f"its header is: {_shown_header(headers)}."
         )
     for group in kind.one_of:
         if not any(c in seen for c in group):
@@ -280,7 +289,7 @@ def _check_header(
             )
             raise InputSchemaError(
                 f"{path}: the {kind.label} file has neither column {names}; one of them says "
-                f"whose row it is; its header is: {', '.join(h for h in headers if h) or '(empty)'}."
+                f"whose row it is; its header is: {_shown_header(headers)}."
             )
     return canon
 
@@ -409,9 +418,7 @@ def _stage_csv(
     # streams and spills.)
     keep_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("SET preserve_insertion_order = true")
-    try:
-        con.execute(
-            f"""
+    read_sql = f"""
             CREATE OR REPLACE TEMP TABLE {csv_t} AS
             SELECT *
             FROM read_csv(?, delim = ?, quote = '"', escape = '"', header = true,
@@ -419,13 +426,24 @@ def _stage_csv(
                           store_rejects = true, rejects_table = '_rej_err',
                           rejects_scan = '_rej_scan', max_line_size = 4000000, buffer_size = 8000000,
                           strict_mode = true, parallel = true)
-            """,
-            [str(text_path), delim],
-        )
-    except duckdb.OutOfMemoryException:
-        raise  # not the file's fault: the CLI says to raise memory_limit
-    except duckdb.Error as exc:
-        raise UsageError(f"{path}: cannot be read as CSV ({_first_line(exc)}).") from None
+            """
+    try:
+        for attempt in (0, 1):
+            try:
+                con.execute(read_sql, [str(text_path), delim])
+                break
+            except duckdb.OutOfMemoryException:
+                raise  # not the file's fault: the CLI says to raise memory_limit
+            except duckdb.Error as exc:
+                # DuckDB refuses a file that mixes CRLF and LF line ends (a
+                # row added in another editor): read it with LF alone
+                fixed = None if attempt else _lf_copy(text_path, workdir)
+                if fixed is None:
+                    raise UsageError(
+                        f"{path}: cannot be read as CSV ({_first_line(exc)})."
+                    ) from None
+                text_path = fixed
+                con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
     # Line numbers as an editor shows them (header = line 1). DuckDB numbers
@@ -546,6 +564,30 @@ def _stage_csv(
     if any_rejects:
         _refuse_a_quote_left_open(con, path, stage, rej_t)
     return _Staged(set(named), raw_cells=[f"_src{i}" for i in range(n)], sep=delim)
+
+
+def _lf_copy(path: Path, workdir: Path) -> Path | None:
+    """A copy of ``path`` in ``workdir`` with every CRLF made LF, when the
+    file mixes CRLF and LF line ends; None when it does not. Every line
+    stays where it was, so line numbers do not change."""
+    crlf = lf = 0
+    last = b""
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            lf += block.count(b"\n")
+            crlf += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
+            last = block[-1:]
+    if not 0 < crlf < lf:
+        return None
+    target = workdir / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16] + "-lf.csv")
+    with path.open("rb") as src, target.open("wb") as dst:
+        carry = b""
+        while block := src.read(CHUNK):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            dst.write((block[:-1] if carry else block).replace(b"\r\n", b"\n"))
+        dst.write(carry)
+    return target
 
 
 def _refuse_a_quote_left_open(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import shutil
 import socket
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twopay.errors import UsageError, WorkspaceLocked
 from twopay.ledger.schema import ensure_schema
@@ -51,6 +53,19 @@ class _Strict(BaseModel):
 class RunSettings(_Strict):
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     bands: list[float] = Field(default_factory=lambda: [3000.0, 10000.0])
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_ascending(cls, bands: list[float]) -> list[float]:
+        """The edges of the subsidy bands (spec 7): at least one, positive,
+        finite and strictly ascending."""
+        if not bands:
+            raise ValueError("give at least one band edge, e.g. [3000, 10000]")
+        if any(not math.isfinite(b) or b <= 0 for b in bands):
+            raise ValueError("band edges must be positive amounts in yuan")
+        if any(a >= b for a, b in itertools.pairwise(bands)):
+            raise ValueError("band edges must be in ascending order, each once")
+        return bands
 
 
 class DuckDBSettings(_Strict):

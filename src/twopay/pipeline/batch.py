@@ -37,7 +37,7 @@ from twopay.errors import (
     oom_advice,
 )
 from twopay.faults import fault_point
-from twopay.identity.idnumber import id_normalise_sql
+from twopay.identity.idnumber import id_normalise_sql, mask_text
 from twopay.identity.match import (
     exact_detail_sql,
     exact_evidence_sql,
@@ -807,7 +807,8 @@ class _Batch:
         if unknown:
             line, member = unknown[0]
             raise UsageError(
-                f"{self.ws.overrides_path}: line {line}: accept names member_id {member!r}, "
+                f"{self.ws.overrides_path}: line {line}: accept names member_id "
+                f"{mask_text(repr(member))}, "
                 "which is not in the roster."
                 if member is not None
                 else f"{self.ws.overrides_path}: line {line}: accept needs the member_id of the "

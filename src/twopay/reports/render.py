@@ -7,6 +7,7 @@ folder and renamed into place.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -18,18 +19,34 @@ import duckdb
 
 from twopay import __version__
 from twopay.faults import fault_point
-from twopay.identity.idnumber import mask_text_sql
+from twopay.identity.idnumber import mask_id_sql, mask_text_sql
 from twopay.reports.reasons import REASONS
 
 SUMMARY_SCHEMA_VERSION = 1
 
 
 def mask_sql(col: str) -> str:
-    """First 6 and last 4 characters, the rest starred (spec 7)."""
-    return (
-        f"CASE WHEN length({col}) >= 11 THEN left({col}, 6) || repeat('*', length({col}) - 10)"
-        f" || right({col}, 4) ELSE {col} END"
-    )
+    """idnumber.mask_id_sql, with NULL left NULL (an unknown ID stays empty)."""
+    return mask_id_sql(col, empty="NULL")
+
+
+def band_sql(amount: str, edges: list[float]) -> str:
+    """SQL: the subsidy band (0, 1, ...) of ``amount`` (spec 7: "< 3000,
+    3000-10000, > 10000"): a band holds its lower edge, and the last edge,
+    when there are several, belongs to the band that ends there. The edges
+    are validated settings (RunSettings.bands): positive and ascending."""
+    whens = [f"WHEN {amount} < {e!r} THEN {i}" for i, e in enumerate(edges)]
+    if len(edges) >= 2:
+        whens.append(f"WHEN {amount} = {edges[-1]!r} THEN {len(edges) - 1}")
+    return f"CASE {' '.join(whens)} ELSE {len(edges)} END"
+
+
+def band_labels(edges: list[float]) -> list[str]:
+    """The bands' names, in band_sql's order: "< 3000", "3000-10000",
+    "> 10000"; with a single edge the upper band is ">= edge"."""
+    inner = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    top = f"> {edges[-1]:g}" if len(edges) >= 2 else f">= {edges[-1]:g}"
+    return [f"< {edges[0]:g}", *inner, top]
 
 
 def safe_sql(col: str) -> str:
@@ -283,22 +300,18 @@ def batch_summary(con: duckdb.DuckDBPyConnection, batch_id: int) -> dict[str, ob
             "GROUP BY ALL ORDER BY 1"
         )
     }
-    edges = stored.get("bands_edges", [3000, 10000])
-    band_case = " ".join(f"WHEN total < {float(e)} THEN {i}" for i, e in enumerate(edges))
+    edges = [float(e) for e in stored.get("bands_edges", [3000, 10000])]
     band_rows = dict(
         (int(b), (int(n), a))
         for b, n, a in q(
-            f"SELECT CASE {band_case} ELSE {len(edges)} END AS band, count(*), sum(total) FROM ("
+            f"SELECT {band_sql('total', edges)} AS band, count(*), sum(total) FROM ("
             "SELECT settlement_id, sum(payout) AS total FROM lines WHERE batch_id = $batch "
             "AND status = 'paid' GROUP BY settlement_id) GROUP BY ALL"
         )
     )
     bands = []
-    for i in range(len(edges) + 1):
-        lo = edges[i - 1] if i > 0 else None
-        hi = edges[i] if i < len(edges) else None
+    for i, label in enumerate(band_labels(edges)):
         n, amount = band_rows.get(i, (0, 0))
-        label = f"< {hi:g}" if lo is None else (f"> {lo:g}" if hi is None else f"{lo:g}-{hi:g}")
         bands.append({"band": label, "person_times": n, "amount": money(amount)})
     payments = q("SELECT count(*), coalesce(sum(amount), 0) FROM payments WHERE batch_id = $batch")[
         0

@@ -44,7 +44,9 @@ _AsDecimal = BeforeValidator(_number_as_decimal)
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), _AsDecimal]
 Ratio = Annotated[Decimal, Field(ge=0, le=1, max_digits=8, decimal_places=6), _AsDecimal]
 Bound = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2), _AsDecimal]
-Count = Annotated[int, Field(ge=0)]
+# Day counts go to the ledger as INTEGER and are added to dates: bounded to
+# a century, so a typo is a rule-file error (exit 2), not an overflow at run time.
+Count = Annotated[int, Field(ge=0, le=36600)]
 
 VisitType = Literal["outpatient", "inpatient"]
 VISIT_TYPES: tuple[VisitType, ...] = ("outpatient", "inpatient")
