@@ -125,6 +125,7 @@ def test_other_inputs_are_refused_unless_replacing_the_latest(ws: Path, tmp_path
     conflict = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s1b, "--roster", r)
     assert conflict.exit_code == 4
     assert "already committed" in conflict.output and "--replace" in conflict.output
+    assert "(settlements differ)" in conflict.output  # what changed, by role
     assert run(ws, "2024-01", s1b, r, "--replace").exit_code == 0
     rows = ledger_rows(ws, "settlements", "row_key")
     assert len(rows) == len(month_rows(1)) - 1  # the replaced batch's rows are gone
@@ -904,3 +905,61 @@ def test_line_keys_follow_the_order_lines_are_taken_in(ws: Path, tmp_path: Path)
     trace = json.loads(cli("why", "-w", ws, p0, "--json").stdout)
     (year,) = trace["year_to_date"]
     assert (year["paid_total"], year["by_visit_type"][0]["base_ytd"]) == ("950.00", "2900.00")
+
+
+def test_a_header_alias_added_then_replace_redoes_the_batch(ws: Path, tmp_path: Path) -> None:
+    """The export named its admission date 入院时间, which twopay did not know:
+    no allowance. Adding the alias to twopay.toml and running with --replace
+    printed "already committed: no change" and kept the unpaid allowance (the
+    fingerprint held only the files' hashes and the rules)."""
+    r = roster(tmp_path / "roster.csv")
+    header = tuple("入院时间" if c == "admission_date" else c for c in SETTLEMENT_HEADER)
+    rows = [row for row in month_rows(1) if row[3] == "住院"][:1]
+    s = write_csv(tmp_path / "s1.csv", header, rows)
+    assert run(ws, "2024-01", s, r).exit_code == 0
+
+    def allowance() -> str:
+        with (ws / "reports" / "2024-01" / "payout_lines.csv").open(encoding="utf-8") as fh:
+            (line,) = list(csv.DictReader(fh))
+        return line["allowance"]
+
+    assert allowance() == "0.00"
+    config = ws / "twopay.toml"
+    config.write_text(
+        config.read_text("utf-8").replace("[aliases]", '[aliases]\nadmission_date = ["入院时间"]'),
+        "utf-8",
+    )
+    conflict = run(ws, "2024-01", s, r)
+    assert conflict.exit_code == 4  # type: ignore[attr-defined]
+    assert "the reading settings" in conflict.output  # type: ignore[attr-defined]
+    redone = run(ws, "2024-01", s, r, "--replace")
+    assert redone.exit_code == 0, redone.output  # type: ignore[attr-defined]
+    assert json.loads(redone.output)["noop"] is False  # type: ignore[attr-defined]
+    assert allowance() != "0.00"
+
+
+def test_a_decided_review_does_not_lock_earlier_periods(ws: Path, tmp_path: Path) -> None:
+    """Deciding a review in overrides.csv and running the next month is the
+    workflow; afterwards the re-run of January with its very files was exit
+    4 (other inputs), and --replace refused (not the latest): its reports
+    could never be rewritten. They are, as committed."""
+    r = roster(tmp_path / "roster.csv")
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    assert run(ws, "2024-01", s1, r).exit_code == 0
+    reports = ws / "reports" / "2024-01"
+    before = {p.name: p.read_bytes() for p in reports.iterdir() if p.name != "summary.json"}
+    (ws / "overrides.csv").write_text(
+        "settlement_id,decision,member_id,note,decided_by\nS2024010,reject,,not ours,王\n",
+        "utf-8",
+    )
+    assert run(ws, "2024-02", s2, r).exit_code == 0
+    again = run(ws, "2024-01", s1, r)
+    assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+    assert json.loads(again.output)["noop"] is True  # type: ignore[attr-defined]
+    after = {p.name: p.read_bytes() for p in reports.iterdir() if p.name != "summary.json"}
+    assert after == before
+    # the latest batch, though, is redone only on --replace
+    (ws / "overrides.csv").write_text("settlement_id,decision,member_id,note,decided_by\n", "utf-8")
+    conflict = run(ws, "2024-02", s2, r)
+    assert conflict.exit_code == 4 and "(overrides differ)" in conflict.output  # type: ignore[attr-defined]

@@ -149,3 +149,27 @@ def test_table_cells_are_text_not_markup(ws: Path) -> None:
     code, out, err = query(ws, "SELECT '[/]' AS a, '[red]x' AS b, 'S[jan]-1' AS c")
     assert code == 0, err
     assert "[/]" in out and "[red]x" in out and "S[jan]-1" in out
+
+
+def test_several_statements_are_a_usage_error(ws: Path) -> None:
+    """Only the last result was shown, the others dropped without a word."""
+    code, _, err = query(ws, "SELECT 'first' AS a; SELECT 'second' AS b")
+    assert code == 2
+    assert "2 SQL statements; give one" in err
+
+
+def test_json_output_is_strict_json_and_keeps_every_column(ws: Path) -> None:
+    """--json wrote Infinity and NaN (which strict parsers refuse), a join's
+    second member_id overwrote the first, and a MAP keyed by DECIMAL was an
+    internal error."""
+    code, out, _ = query(
+        ws,
+        "SELECT 1.0 / 0 AS inf, 'nan'::DOUBLE AS nan, 'M1' AS member_id, 'M2' AS member_id, "
+        "MAP {1.5: 'a'} AS m",
+        "--json",
+    )
+    assert code == 0
+    rows = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert rows == [
+        {"inf": None, "nan": None, "member_id": "M1", "member_id_2": "M2", "m": {"1.5": "a"}}
+    ]

@@ -292,6 +292,11 @@ def test_a_retry_waits_for_a_roster_that_lists_the_member(ws: Path, tmp_path: Pa
     reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
     feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv", without={failed["member_id"]}))
     assert not [p for p in feb if p["retry_of"]]  # no card to pay to
+    # ... and February says what it could not re-issue (it said nothing)
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text("utf-8"))
+    assert summary["balance"]["retries_waiting"] == 1
+    assert summary["balance"]["retries_waiting_total"] == failed["amount"]
+    assert summary["balance"]["retries_waiting_payment_ids"] == [failed["payment_id"]]
     mar = month(ws, tmp_path, 3, roster_file(tmp_path / "r3.csv"))
     assert [(p["payment_id"], p["retry_of"]) for p in mar if p["retry_of"]] == [
         (f"2024-03-{failed['member_id']}-R1", failed["payment_id"])
@@ -378,3 +383,31 @@ def test_a_batch_the_bank_has_answered_cannot_be_replaced(ws: Path, tmp_path: Pa
     assert refused.exit_code == 4
     assert "the bank has answered" in refused.output and "next period" in refused.output
     assert ledger_rows(ws, "payments", "payment_id") == before
+
+
+def test_a_bank_return_that_is_not_a_file_is_exit_2_naming_it(ws: Path, tmp_path: Path) -> None:
+    """A mistyped --bank-return was an internal error (FileNotFoundError, exit 1)."""
+    path = tmp_path / "nope.csv"
+    result = cli("reconcile", "-w", ws, "--bank-return", path)
+    assert result.exit_code == 2, result.output
+    assert f"{path}: no such file" in result.output and "Traceback" not in result.output
+
+
+def test_the_banks_reason_is_masked_where_twopay_shows_it(ws: Path, tmp_path: Path) -> None:
+    """The bank's free text may quote the card or the member's ID number:
+    reconcile's table and --json mask it as notices do (spec 7); the
+    ledger keeps it whole."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    path = bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]})
+    text = path.read_text("utf-8").replace(
+        "卡号已注销", f"卡 {failed['card_no']} 已冻结 持卡人身份证 {person_id(0)}"
+    )
+    path.write_text(text, "utf-8")
+    code, report = reconcile(ws, path)
+    assert code == 3
+    shown = json.dumps(report, ensure_ascii=False)
+    assert failed["card_no"] not in shown and person_id(0) not in shown
+    assert f"持卡人身份证 {person_id(0)[:6]}********{person_id(0)[-4:]}" in shown
+    table = cli("reconcile", "-w", ws, "--bank-return", path)
+    assert failed["card_no"] not in table.output and person_id(0) not in table.output

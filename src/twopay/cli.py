@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -143,9 +144,47 @@ def handled(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _jsonable(value: object) -> object:
+    """Strict JSON: NaN and infinities (a query's 1.0/0) become null, and
+    keys JSON cannot hold (a MAP keyed by DECIMAL) become text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {
+            (k if k is None or isinstance(k, str | int | float | bool) else str(k)): _jsonable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _unique_names(cols: list[str]) -> list[str]:
+    """Keys for a query's JSON rows: a second `member_id` (a join's SELECT *)
+    becomes `member_id_2` instead of overwriting the first."""
+    taken: set[str] = set()
+    out = []
+    for c in cols:
+        name, n = c, 1
+        while name in taken:
+            n += 1
+            name = f"{c}_{n}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def emit_json(data: object) -> None:
     click.echo(
-        json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str), file=STDOUT
+        json.dumps(
+            _jsonable(data),
+            ensure_ascii=False,
+            indent=2,
+            sort_keys=True,
+            default=str,
+            allow_nan=False,
+        ),
+        file=STDOUT,
     )
 
 
@@ -215,6 +254,12 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
     money.add_row("payout total (yuan)", str(lines.get("payout_total", "0.00")))
     money.add_row("payments", f"{pay.get('count', 0)} / {pay.get('amount', '0.00')} yuan")
     money.add_row("pending review", str(summary.get("review_pending", 0)))
+    if bal.get("retries_waiting"):
+        # failed payments this run could not re-issue (member not in the roster)
+        money.add_row(
+            "failed payments not re-issued",
+            f"{bal['retries_waiting']} / {bal.get('retries_waiting_total', '0.00')} yuan",
+        )
     money.add_row("books balance", "yes" if bal.get("balanced") else "NO")
     console.print(money)
 
@@ -436,7 +481,7 @@ def query(sql: str, fmt: str, workspace: Path | None, as_json: bool) -> None:
 
     cols, rows = run_query(workspace, sql)
     if as_json or fmt == "json":
-        emit_json([dict(zip(cols, r, strict=True)) for r in rows])
+        emit_json([dict(zip(_unique_names(cols), r, strict=True)) for r in rows])
     elif fmt == "csv":
         import csv
 

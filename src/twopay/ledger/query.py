@@ -16,6 +16,15 @@ def run_query(workspace: Path | None, sql: str) -> tuple[list[str], list[tuple[o
         raise UsageError(
             "the query is empty; give one SQL statement, e.g. 'select * from batches'."
         )
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        statements = []  # a syntax error: the query below names it
+    if len(statements) > 1:
+        raise UsageError(
+            f"the query holds {len(statements)} SQL statements; give one "
+            "(only one result can be shown)."
+        )
     ws = open_workspace(workspace)
     con = ws.connect(read_only=True)
     try:

@@ -50,6 +50,8 @@ from typing import Any
 
 import duckdb
 
+from twopay.errors import UsageError
+from twopay.identity.idnumber import mask_text
 from twopay.io.readers import file_sha256, load_input
 from twopay.io.schemas import BANK_RETURN
 from twopay.ledger.workspace import Workspace
@@ -188,6 +190,8 @@ class ReconcileResult:
 
 def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> ReconcileResult:
     """Record the bank return ``path`` in the ledger (once per file content)."""
+    if not path.exists():  # (click refuses a folder)
+        raise UsageError(f"{path}: no such file (--bank-return).")
     digest = file_sha256(path)
     with ws.lock(f"reconcile --bank-return {path.name}"):
         con = ws.connect()
@@ -246,7 +250,18 @@ def _result(con: duckdb.DuckDBPyConnection, return_id: int, *, already: bool) ->
     cur = con.execute(PROBLEMS_SQL, [return_id])
     cols = [d[0] for d in cur.description]
     problems = [
-        {k: (f"{v:.2f}" if isinstance(v, Decimal) else v) for k, v in zip(cols, r, strict=True)}
+        {
+            # the bank's free text may quote a card or ID number: masked like
+            # every other text twopay shows (spec 7); the ledger keeps it whole
+            k: (
+                f"{v:.2f}"
+                if isinstance(v, Decimal)
+                else mask_text(v)
+                if k == "reason" and isinstance(v, str)
+                else v
+            )
+            for k, v in zip(cols, r, strict=True)
+        }
         for r in cur.fetchall()
     ]
     ordered = {k: counts[k] for k in RESULTS if k in counts}

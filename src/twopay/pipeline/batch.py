@@ -155,12 +155,16 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
         else ws.settings.run.max_quarantine_rate
     )
     inputs = _input_manifest(ws, opts)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {"inputs": [(i["role"], i["sha256"]) for i in inputs], "rules": rules.fingerprint()},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    basis: dict[str, object] = {
+        "inputs": [(i["role"], i["sha256"]) for i in inputs],
+        "rules": rules.fingerprint(),
+    }
+    # how the bytes are read is part of the inputs: a --replace after fixing
+    # --encoding or a header alias must redo the batch, not rewrite the old
+    # reports (only when set, so that fingerprints of existing batches stand)
+    if opts.encoding or ws.settings.aliases:
+        basis["read"] = {"encoding": opts.encoding, "aliases": ws.settings.aliases}
+    fingerprint = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
     # absolute: the reports are renamed into place beside it ('--out .' too)
     out_dir = (opts.out or ws.reports_dir(opts.period)).absolute()
     if out_dir.exists() and not out_dir.is_dir():
@@ -171,13 +175,28 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
         try:
             existing = _q(
                 con,
-                "SELECT batch_id, fingerprint FROM batches WHERE period = ?",
+                "SELECT batch_id, fingerprint, inputs, rules FROM batches WHERE period = ?",
                 [opts.period],
             )
             latest = _scalar(con, "SELECT max(batch_id) FROM batches")
             replacing: int | None = None
             if existing:
-                batch_id, old_fp = existing[0]
+                batch_id, old_fp, old_inputs, old_rules = existing[0]
+                # the same files read another way: --encoding or [aliases]
+                changed = _changed_inputs(old_inputs, old_rules, inputs, rules) or [READ_SETTINGS]
+                if (
+                    old_fp != fingerprint
+                    and set(changed) <= {"overrides", READ_SETTINGS}
+                    and batch_id != latest
+                ):
+                    # overrides.csv grows as reviews are decided, and aliases
+                    # are added as exports change: a batch that can no longer
+                    # be redone has its reports rewritten, as committed
+                    say(
+                        f"{' and '.join(changed)} changed since batch {batch_id}, which is not "
+                        "the latest and stands as committed"
+                    )
+                    old_fp = fingerprint
                 if old_fp == fingerprint:
                     where.committed = True  # long ago
                     say("same inputs as the committed batch: rewriting its reports")
@@ -188,7 +207,8 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
                 if not opts.replace:
                     raise BatchConflict(
                         f"period {opts.period} is already committed (batch {batch_id}) with other "
-                        "inputs; pass --replace to redo it (only the latest batch can be replaced)."
+                        f"inputs ({', '.join(changed)} differ); pass "
+                        "--replace to redo it (only the latest batch can be replaced)."
                     )
                 if batch_id != latest:
                     raise BatchConflict(
@@ -236,6 +256,28 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             return RunResult(batch_id, opts.period, summary, out_dir)
         finally:
             con.close()
+
+
+READ_SETTINGS = "the reading settings (--encoding, [aliases])"
+
+
+def _changed_inputs(
+    old_inputs: str, old_rules: str, inputs: list[dict[str, str]], rules: RuleSet
+) -> list[str]:
+    """The roles (settlements, roster, ..., overrides, rules) whose files differ
+    from those a committed batch read."""
+
+    def by_role(items: list[dict[str, str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for i in items:
+            out.setdefault(i["role"], []).append(i["sha256"])
+        return out
+
+    old, new = by_role(json.loads(old_inputs)), by_role(inputs)
+    changed = [r for r in sorted(old.keys() | new.keys()) if old.get(r) != new.get(r)]
+    if json.loads(old_rules) != json.loads(json.dumps(rules.manifest(), ensure_ascii=False)):
+        changed.append("rules")
+    return changed
 
 
 def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
@@ -1264,6 +1306,13 @@ class _Batch:
             "WHERE retry_of IS NOT NULL",
         )[0]
         recov = _scalar(con, "SELECT coalesce(sum(amount), 0) FROM batch_recoveries")
+        # failed payments this run could not re-issue (the member is not in
+        # its roster): still owed, and the analyst must be told (spec 8)
+        waiting = _q(
+            con,
+            "SELECT count(*), coalesce(sum(amount), 0), "
+            "coalesce(list(payment_id ORDER BY payment_id), []) FROM batch_retries_waiting",
+        )[0]
         # roster, units and enrollment records that could not be read: not
         # settlement rows (outside the balance), but they decide rows' outcomes
         other_q = dict(
@@ -1307,6 +1356,9 @@ class _Batch:
                 "recoveries_net": str(recov),
                 "retries": int(retries[0]),
                 "retries_total": str(retries[1]),
+                "retries_waiting": int(waiting[0]),
+                "retries_waiting_total": str(waiting[1]),
+                "retries_waiting_payment_ids": list(waiting[2]),
                 "other_records_quarantined": {k: int(v) for k, v in other_q.items()},
             },
         }
