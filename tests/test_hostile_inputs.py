@@ -407,11 +407,12 @@ def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: 
         [
             ("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None),
             ("Q2", person_id(2), "李四", "门诊", "2024-01-09", None, 3000, 3000, None),
+            ("Q3", person_id(2), "李四", "门诊", "2024-01-0x", None, 3000, 3000, None),
         ],
     )
     done = cli(
         "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
-        "--roster", roster, "--units", units, "--lang", "en",
+        "--roster", roster, "--units", units, "--lang", "en", "--max-quarantine-rate", "1",
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     out = ws / "reports" / "2024-01"
@@ -429,6 +430,10 @@ def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: 
             "unit U5: its row in the units file (line 3) could not be read; see quarantine.csv",
         ),
     }
+    # quarantine.csv: the settlements first, then the roster, then the units
+    with (out / "quarantine.csv").open(encoding="utf-8") as fh:
+        files = [r["source_file"] for r in csv.DictReader(fh)]
+    assert files == ["s.csv", "r.csv", "u.csv"]
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["balance"]["other_records_quarantined"] == {"roster": 1, "units": 1}
     assert summary["balance"]["balanced"] is True
