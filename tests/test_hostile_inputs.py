@@ -371,13 +371,16 @@ def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path:
     assert done.exit_code == 0, done.output
     out = ws / "reports" / "2024-01"
     with (out / "rejections.csv").open(encoding="utf-8") as fh:
-        rejected = sorted((r["settlement_id"], r["reason_code"]) for r in csv.DictReader(fh))
+        rejected = sorted(
+            (r["settlement_id"], r["reason_code"], r["detail"]) for r in csv.DictReader(fh)
+        )
+    conflict = "2 rows carry this settlement_id with different content (a.csv line 5, b.csv line 5)"
     assert rejected == [
-        ("D1", "duplicate_settlement"),
-        ("D2", "duplicate_settlement"),
-        ("D3", "duplicate_settlement"),
-        ("D4", "conflicting_duplicate"),
-        ("D4", "conflicting_duplicate"),
+        ("D1", "duplicate_settlement", "identical copy of line 2 of a.csv"),
+        ("D2", "duplicate_settlement", "identical copy of line 3 of a.csv"),
+        ("D3", "duplicate_settlement", "identical copy of line 4 of a.csv"),
+        ("D4", "conflicting_duplicate", conflict),
+        ("D4", "conflicting_duplicate", conflict),
     ]
     with (out / "payout_lines.csv").open(encoding="utf-8") as fh:
         paid = sorted((r["settlement_id"], r["payout"]) for r in csv.DictReader(fh))

@@ -583,7 +583,10 @@ class _Batch:
                                        {name_norm_sql("name")})) AS versions,
                    min(row_key) AS first_key,
                    arg_min(line_number, row_key) AS first_line,
-                   arg_min(source_file, row_key) AS first_file
+                   arg_min(source_file, row_key) AS first_file,
+                   -- where the copies are, for a conflict's detail
+                   list(source_file || ' line ' || line_number::VARCHAR ORDER BY row_key)
+                       AS places
             FROM s_typed SEMI JOIN repeated USING (settlement_id)
             WHERE q_code IS NULL
             GROUP BY settlement_id
@@ -596,7 +599,7 @@ class _Batch:
                    d.first_key IS NOT NULL AND s.row_key <> d.first_key AS is_copy,
                    coalesce(d.first_line, s.line_number) AS first_line,
                    coalesce(d.first_file, s.source_file) AS first_file,
-                   coalesce(d.first_key, s.row_key) AS first_key
+                   coalesce(d.first_key, s.row_key) AS first_key, d.places
             FROM s_typed s LEFT JOIN dup_groups d USING (settlement_id)
             WHERE s.q_code IS NULL
             """
@@ -616,7 +619,9 @@ class _Batch:
                                      THEN ', then ' || p.final_outcome || ' in batch '
                                           || p.final_batch::VARCHAR ELSE '' END || ')'
                      WHEN s.versions > 1
-                        THEN s.copies::VARCHAR || ' rows carry this settlement_id with different content'
+                        THEN s.copies::VARCHAR || ' rows carry this settlement_id with different '
+                             || 'content (' || array_to_string(s.places[:5], ', ')
+                             || CASE WHEN s.copies > 5 THEN ', ...' ELSE '' END || ')'
                      ELSE 'identical copy of line ' || s.first_line::VARCHAR
                           -- row_key // 10^12 is the file's place among --settlements
                           || CASE WHEN s.first_key // 1000000000000 = s.row_key // 1000000000000
