@@ -411,3 +411,12 @@ def test_the_banks_reason_is_masked_where_twopay_shows_it(ws: Path, tmp_path: Pa
     assert f"持卡人身份证 {person_id(0)[:6]}********{person_id(0)[-4:]}" in shown
     table = cli("reconcile", "-w", ws, "--bank-return", path)
     assert failed["card_no"] not in table.output and person_id(0) not in table.output
+
+
+def test_a_bank_return_of_a_header_only_is_exit_2(ws: Path, tmp_path: Path) -> None:
+    """A return with no rows said "clean" (exit 0): no batch is matched by it."""
+    month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    path = write_csv(tmp_path / "empty.csv", BANK_HEADER, [])
+    result = cli("reconcile", "-w", ws, "--bank-return", path)
+    assert result.exit_code == 2, result.output
+    assert "empty.csv: the bank return has no rows" in result.output

@@ -215,6 +215,11 @@ def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> Reco
                 "CREATE OR REPLACE TEMP TABLE br_in AS "
                 "SELECT line_number AS row_key, * FROM br_loaded"
             )
+            if not con.execute("SELECT count(*) FROM br_in").fetchall()[0][0]:
+                # not "clean": no batch can be matched to a file without rows
+                raise UsageError(
+                    f"{path}: the bank return has no rows (a header only); nothing to reconcile."
+                )
             con.execute(typed_simple_sql("br_in", "br", BANK_RETURN))
             return_id = int(con.execute(NEXT_ID_SQL).fetchall()[0][0])
             params = {
