@@ -75,6 +75,28 @@ def test_a_missing_input_file_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert batches(ws) == 0
 
 
+def test_an_out_folder_that_cannot_be_made_is_exit_2_before_the_commit(tmp_path: Path) -> None:
+    """--out under a file: the run committed its batch and then failed making
+    the folder (exit 1, no reports), which read as nothing committed."""
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--out", blocker / "sub",
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert f"{blocker} is a file, so the folder cannot be made" in done.output
+    assert batches(ws) == 0
+    ok = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
+    )
+    assert ok.exit_code == 0, ok.output
+    notices = cli("notices", "-w", ws, "--period", "2024-01", "--out", blocker / "sub")
+    assert notices.exit_code == 2 and "cannot be made" in notices.output
+
+
 def test_overlapping_records_of_one_person_are_exit_2_naming_both_lines(tmp_path: Path) -> None:
     """Spec 2.1: a person's membership records must not overlap in time."""
     ws = init_workspace(tmp_path / "ws")

@@ -251,7 +251,12 @@ def test_a_roster_record_that_cannot_be_read_reaches_its_unit(tmp_path: Path) ->
     settlements = write_csv(
         tmp_path / "s.csv",
         SETTLEMENT_HEADER,
-        [("S1", person_id(1), "张伟", "门诊", "2024-01-05", None, "100", "50", None)],
+        [
+            ("S1", person_id(1), "张伟", "门诊", "2024-01-05", None, "100", "50", None),
+            # M5's claim, rejected not_a_member for want of a readable record,
+            # goes to U3 too (it went to unassigned)
+            ("S5", person_id(5), "王芳", "门诊", "2024-01-05", None, "100", "50", None),
+        ],
     )
     done = cli(
         "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
@@ -260,10 +265,12 @@ def test_a_roster_record_that_cannot_be_read_reaches_its_unit(tmp_path: Path) ->
     assert done.exit_code == 0, done.output
     out = notices(ws, "--period", "2024-01")
     counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
-    assert counts == {"U3": {"roster_record": 1}}
-    (row,) = read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U3.csv").iter_rows(
-        named=True
-    )
+    assert counts == {"U3": {"rejection": 1, "roster_record": 1}}
+    rows = read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U3.csv")
+    rejected = by_settlement(rows.filter(pl.col("结算流水号").is_not_null()))
+    assert rejected["S5"]["会员编号"] == "M5"
+    assert "roster line 3, which could not be read" in rejected["S5"]["详情"]
+    (row,) = rows.filter(pl.col("结算流水号").is_null()).iter_rows(named=True)
     assert (row["类别"], row["会员编号"], row["原因代码"]) == ("名册记录", "M5", "roster_record")
     assert row["详情"] == "roster line 3: missing_field: column card_no is empty"
     assert row["处理办法"] == FIXES["roster_record"][0]
@@ -282,3 +289,43 @@ def test_rejections_and_the_notice_agree_on_the_unit_of_a_name_mismatch(ws: Path
         units = {r["settlement_id"]: r["unit_code"] for r in csv.DictReader(fh)}
     assert units["JAN-004"] == "U02"
     assert units["JAN-010"] == ""  # an ID in nobody's roster: no unit is known
+
+
+def test_a_name_mismatch_goes_to_the_unit_of_the_record_valid_that_day(tmp_path: Path) -> None:
+    """Spec 5: identity uses the roster record valid on the service date. A
+    member who moved from U1 to U2 after the visit, and a card re-issued
+    under a new member_id in U3: their January name mismatches belong to U1,
+    under the member_id of that day (the notice sent them to the latest
+    record's unit while rejections.csv said U1)."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "李明", person_id(1), "C11", "U1", "在职", "2015-01-01", "2024-02-14"),
+            ("M1", "李明", person_id(1), "C12", "U2", "在职", "2024-02-15", None),
+            ("M2A", "王芳", person_id(2), "C21", "U1", "在职", "2015-01-01", "2024-01-31"),
+            ("M2B", "王芳", person_id(2), "C22", "U3", "在职", "2024-02-01", None),
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("X1", person_id(1), "完全不同", "门诊", "2024-01-20", None, "3000", "3000", None),
+            ("X2", person_id(2), "另一个人", "门诊", "2024-01-22", None, "3000", "3000", None),
+        ],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements, "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    out = notices(ws, "--period", "2024-03")
+    assert [u["unit_code"] for u in out["units"]] == ["U1"]  # type: ignore[union-attr]
+    u1 = by_settlement(read_notice(ws / "reports" / "2024-03" / "notices" / "unit-U1.csv"))
+    assert {k: v["会员编号"] for k, v in u1.items()} == {"X1": "M1", "X2": "M2A"}
+    with (ws / "reports" / "2024-03" / "rejections.csv").open(encoding="utf-8") as fh:
+        assert {r["settlement_id"]: r["unit_code"] for r in csv.DictReader(fh)} == {
+            "X1": "U1",
+            "X2": "U1",
+        }

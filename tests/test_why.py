@@ -235,6 +235,9 @@ def test_a_shared_name_lists_the_people_to_choose_from(ws: Path) -> None:
     assert "M001" in human.stdout and "M011" in human.stdout
     # a name only one person has goes straight to their trace
     assert trace(ws, "刘洋")["person"] == "110105********0059"
+    # in Traditional characters too, as identity matches them
+    assert trace(ws, "劉洋")["person"] == "110105********0059"
+    assert trace(ws, "張偉")["several"] is True
 
 
 def test_a_name_found_only_on_settlements_finds_them(ws: Path) -> None:
@@ -342,3 +345,38 @@ def test_tier_segments_add_up_to_the_computed_amount_before_rounding(tmp_path: P
     assert [s["pays"] for s in segments] == ["4999.995", "0.006"]
     total = sum(Decimal(s["pays"]) for s in segments)
     assert total.quantize(Decimal("0.01"), ROUND_HALF_UP) == Decimal("5000.00")
+
+
+def test_a_member_id_that_named_two_people_lists_them(tmp_path: Path) -> None:
+    """A unit corrects a member's ID number in February's roster, as its
+    notice asked: member_id M9 then named two people, and `why M9` said
+    nothing in the ledger matched it (exit 2). It lists both, like a name
+    two people share."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, person_id
+    from helpers import write_csv as write_rows
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    for month, pid in ((1, person_id(24)), (2, person_id(16))):
+        roster = write_rows(
+            tmp_path / f"r{month}.csv",
+            ROSTER_HEADER,
+            [("M9", "李明", pid, "C9", "U1", "在职", "2015-01-01", None)],
+        )
+        s = write_rows(
+            tmp_path / f"s{month}.csv",
+            SETTLEMENT_HEADER,
+            [(f"S{month}", pid, "李明", "门诊", f"2024-0{month}-05", None, 3000, 3000, None)],
+        )
+        done = cli(
+            "run", "-w", ws, "--period", f"2024-0{month}", "--settlements", s, "--roster", roster,
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+    t = trace(ws, "M9")
+    assert (t["several"], t["matched_by"]) == (True, "member_id")
+    got = sorted((c["id_number"], tuple(c["member_ids"])) for c in t["candidates"])
+    assert got == [
+        (f"110105********{person_id(16)[-4:]}", ("M9",)),
+        (f"110105********{person_id(24)[-4:]}", ("M9",)),
+    ]
+    human = why(ws, "M9", "--lang", "en")
+    assert human.exit_code == 0 and "several people match" in human.stdout

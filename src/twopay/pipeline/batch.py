@@ -52,7 +52,7 @@ from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages,
 from twopay.ledger.tables import drop_temporaries
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
-from twopay.reports.render import render_batch_reports
+from twopay.reports.render import check_out_folder, render_batch_reports
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate
 from twopay.rules.loader import RuleSet, load_rules
 
@@ -167,8 +167,7 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
     fingerprint = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
     # absolute: the reports are renamed into place beside it ('--out .' too)
     out_dir = (opts.out or ws.reports_dir(opts.period)).absolute()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: this is a file, not a folder for the reports.")
+    check_out_folder(out_dir)
 
     with ws.lock(f"run --period {opts.period}"):
         con = ws.connect()

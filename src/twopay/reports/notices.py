@@ -31,7 +31,12 @@ from twopay.identity.idnumber import id_normalise_sql
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
 from twopay.reports.reasons import FIXES, reason
-from twopay.reports.render import _pending_reviews_sql, mask_sql, mask_text_sql
+from twopay.reports.render import (
+    _pending_reviews_sql,
+    check_out_folder,
+    mask_sql,
+    mask_text_sql,
+)
 from twopay.reports.xlsx import neutralise, open_book, write_table
 
 PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -55,23 +60,43 @@ def notice_rows_sql(unmask: bool) -> str:
         SELECT person_key, member_id, unit_code FROM roster
         QUALIFY row_number() OVER (PARTITION BY person_key ORDER BY valid_from DESC) = 1
     ),
+    -- an ID whose only roster record could not be read: its settlements are
+    -- rejected not_a_member, and the record's own unit is the one to fix it
+    bad_person AS (
+        SELECT {id_normalise_sql("r.id_number")} AS person_key,
+               arg_min(r.member_id, r.line_number) AS member_id,
+               arg_min(r.unit_code, r.line_number) AS unit_code
+        FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
+        WHERE b.batch_id = $batch AND r.q_code IS NOT NULL AND r.id_number IS NOT NULL
+        GROUP BY ALL
+    ),
     unit_names AS (
         SELECT unit_code, max(unit_name) AS unit_name FROM roster GROUP BY unit_code
     ),
     rejected AS (
         SELECT 1 AS kind_order, 'rejection' AS kind, o.row_batch_id, o.row_key,
             o.settlement_id, NULL::VARCHAR AS payment_id,
-            coalesce(o.member_id, bp.member_id, bi.member_id) AS member_id, s.name, s.id_number,
+            coalesce(o.member_id, k.member_id, bp.member_id, bi.member_id, bq.member_id)
+                AS member_id,
+            s.name, s.id_number,
             NULL::VARCHAR AS card_no, s.service_date, s.self_pay_1,
             NULL::DECIMAL(18, 2) AS amount, o.code AS reason_code, o.detail,
             NULL::VARCHAR AS held_since,
-            coalesce(o.unit_code, bm.unit_code, bp.unit_code, bi.unit_code) AS unit_code
+            coalesce(o.unit_code, k.unit_code, bm.unit_code, bp.unit_code, bi.unit_code,
+                     bq.unit_code) AS unit_code
         FROM outcomes o
         JOIN settlements s ON s.batch_id = o.row_batch_id AND s.row_key = o.row_key
+        -- a name mismatch: the roster record the identity stage compared the
+        -- name with (valid on the service date, spec 5), as rejections.csv
+        -- and the detail name it; not the person's latest record
+        LEFT JOIN roster_records k ON k.batch_id = o.row_batch_id
+            AND k.record_key = TRY_CAST(json_extract_string(o.identity, '$.record_key') AS BIGINT)
         LEFT JOIN by_member bm ON bm.member_id = o.member_id
         LEFT JOIN by_person bp ON bp.person_key = o.person_key
         -- a name mismatch: the ID is in the roster even if no member was accepted
         LEFT JOIN by_person bi ON bi.person_key = {id_normalise_sql("s.id_number")}
+        LEFT JOIN bad_person bq ON bq.person_key = {id_normalise_sql("s.id_number")}
+            AND o.code = 'not_a_member'
         WHERE o.batch_id = $batch AND o.outcome = 'rejected' AND list_contains($codes, o.code)
     ),
     pending AS (
@@ -184,6 +209,7 @@ def write_notices(
     lang = lang or ws.settings.lang
     default_out = ws.reports_dir(period) / "notices"
     out_dir = out or default_out
+    check_out_folder(out_dir)
     con = ws.connect(read_only=True)
     try:
         found = con.execute(

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from twopay import __version__
+from twopay.errors import UsageError
 from twopay.faults import fault_point
 from twopay.identity.idnumber import mask_id_sql, mask_text_sql
 from twopay.reports.reasons import REASONS
@@ -47,6 +48,21 @@ def band_labels(edges: list[float]) -> list[str]:
     inner = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)]
     top = f"> {edges[-1]:g}" if len(edges) >= 2 else f">= {edges[-1]:g}"
     return [f"< {edges[0]:g}", *inner, top]
+
+
+def check_out_folder(out_dir: Path) -> None:
+    """A report folder that cannot be made or written is a usage error (exit
+    2), found before anything is done: a run used to commit its batch and then
+    fail on it (exit 1, no reports)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: this is a file, not a folder for the reports.")
+    there = out_dir
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise UsageError(f"--out {out_dir}: {there} is a file, so the folder cannot be made.")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: {there} is not writable.")
 
 
 def safe_sql(col: str) -> str:

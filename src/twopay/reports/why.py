@@ -33,7 +33,7 @@ from rich.text import Text
 from twopay.errors import RuleFileError, UsageError
 from twopay.identity.idnumber import id_normalise_sql, mask_id, mask_text
 from twopay.identity.idnumber import normalise_id as normalise_id_number
-from twopay.identity.names import name_norm_sql, normalise_name
+from twopay.identity.names import name_norm_sql, normalise_name, to_simplified_many
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
 from twopay.reports.reasons import reason
@@ -139,6 +139,26 @@ SELECT e.person_key, e.member_ids, e.name, e.unit_codes,
 FROM everyone e ORDER BY e.person_key
 """
 
+# A member_id that named different people (an ID number corrected in a later
+# roster, a member_id re-used): each of them, to choose from, like a name.
+PEOPLE_BY_MEMBER_SQL = f"""
+WITH keys AS (
+    SELECT DISTINCT person_key FROM roster_records WHERE member_id = $key
+    UNION
+    SELECT DISTINCT person_key FROM outcomes WHERE member_id = $key AND person_key IS NOT NULL
+)
+SELECT k.person_key,
+    (SELECT list(DISTINCT r.member_id ORDER BY r.member_id) FROM roster_records r
+     WHERE r.person_key = k.person_key) AS member_ids,
+    (SELECT arg_max(r.name, r.batch_id) FROM roster_records r
+     WHERE r.person_key = k.person_key) AS name,
+    (SELECT list(DISTINCT r.unit_code ORDER BY r.unit_code) FROM roster_records r
+     WHERE r.person_key = k.person_key) AS unit_codes,
+    (SELECT list(DISTINCT s.settlement_id ORDER BY s.settlement_id)[1:3] FROM settlements s
+     WHERE {id_normalise_sql("s.id_number")} = k.person_key) AS example_settlements
+FROM keys k ORDER BY k.person_key
+"""
+
 SETTLEMENTS_SQL = """
 SELECT b.period, s.batch_id, s.row_key, s.source_file, s.line_number, s.settlement_id,
        s.id_number, s.name, s.visit_type, s.service_date, s.admission_date, s.hospital_code,
@@ -225,8 +245,10 @@ def _person_params(id18: str, id15: str, raw: str) -> dict[str, object]:
     return {"id18": id18, "id15": id15, "raw": raw}
 
 
-def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | list[dict[str, Any]]:
-    """The subject a key names, or the people sharing a name (to choose from)."""
+def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | tuple[str, list[dict[str, Any]]]:
+    """The subject a key names, or the people sharing it (a name, or a
+    member_id that named several people) to choose from, with how it
+    matched them."""
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", key)).strip()
     if not text:
         raise UsageError("give a settlement_id, ID number, member_id or name to explain.")
@@ -256,14 +278,21 @@ def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | list[dict[str
     if len(people) == 1:
         pk = str(people[0]["person_key"])
         return Subject("member_id", SUBJECT_SQL["person"], _person_params(pk, pk, pk), person=pk)
+    if people:
+        # one member_id, several people: never "nothing matches"
+        return "member_id", _rows(con, PEOPLE_BY_MEMBER_SQL, {"key": text})
 
     named = _rows(con, PEOPLE_BY_NAME_SQL, {"name": normalise_name(text)})
+    if not named:  # 張偉 asks for 张伟, as identity matches them (spec 3)
+        simplified = to_simplified_many([normalise_name(text)])[0]
+        if simplified != normalise_name(text):
+            named = _rows(con, PEOPLE_BY_NAME_SQL, {"name": simplified})
     if len(named) == 1:
         pk = str(named[0]["person_key"])
         id18, id15 = (pk, pk) if not _ID_SHAPE.match(pk) else normalise_id(pk)
         return Subject("name", SUBJECT_SQL["person"], _person_params(id18, id15, pk), person=id18)
     if named:
-        return named
+        return "name", named
     raise UsageError(
         f"nothing in the ledger matches {mask_text(text)!r}: it is not a settlement_id, "
         "ID number, member_id or name of any batch."
@@ -468,10 +497,11 @@ def explain(ws: Workspace, key: str, *, lang: str, unmask: bool = False) -> dict
     con = ws.connect(read_only=True)
     try:
         subject = resolve(con, key)
-        if isinstance(subject, list):
+        if isinstance(subject, tuple):
+            matched_by, people = subject
             out: dict[str, Any] = {
                 "key": key,
-                "matched_by": "name",
+                "matched_by": matched_by,
                 "several": True,
                 "candidates": [
                     {
@@ -481,7 +511,7 @@ def explain(ws: Workspace, key: str, *, lang: str, unmask: bool = False) -> dict
                         "unit_codes": list(p["unit_codes"] or []),
                         "example_settlements": list(p["example_settlements"] or []),
                     }
-                    for p in subject
+                    for p in people
                 ],
             }
             return out if unmask else mask_tree(out)
@@ -628,8 +658,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "eligibility": ("资格核对", "eligibility"),
     "lines": ("互助金计算", "payout lines"),
     "several": (
-        "有多人同名，请用会员编号、身份证号或结算流水号再查：",
-        "several people have this name; ask again with a member_id, ID number or settlement_id:",
+        "有多人符合（同名，或同一会员编号），请用身份证号或结算流水号再查：",
+        "several people match (a shared name or member_id); ask again with an ID number or "
+        "settlement_id:",
     ),
     "no_lines": ("无互助金明细", "no payout lines"),
     "rule_changed": (
