@@ -751,3 +751,115 @@ def test_a_file_of_lf_lines_with_one_crlf_row_is_read_whole(tmp_path: Path) -> N
         "SELECT settlement_id, name, self_pay_1, line_number FROM raw0 ORDER BY 4"
     ).fetchall()
     assert rows == [("A1", "a", "80", 2), ("A2", "b", "80", 3)]
+
+
+@pytest.mark.parametrize(
+    ("cell", "read"),
+    [
+        ("20240123", date(2024, 1, 23)),
+        ("2024123", None),  # 1-23 or 12-3: not guessed (it was 2024-12-03)
+        ("2024111", None),
+        ("45296", date(2024, 1, 5)),  # an Excel serial
+        ("45296.4375", date(2024, 1, 5)),  # a date-time serial: its day
+    ],
+)
+def test_dates_without_separators_need_eight_digits(
+    cell: str, read: date | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(HEAD + f"S1,1,a,门诊,{cell},100,80\n", encoding="utf-8")
+    (row,) = read_typed(path, tmp_path)
+    assert row["service_date"] == read
+    assert row["q_code"] == (None if read else "bad_date")
+
+
+def test_an_xlsx_date_cell_in_a_chinese_format_of_a_1904_workbook(tmp_path: Path) -> None:
+    """Chinese Excel's 长日期 is built-in format 31, which calamine does not
+    know as a date: the cell arrives as its serial. With a time part it was
+    bad_date; in a workbook counting from 1904 it was read four years early
+    (2020-01-04 for 2024-01-05) and paid."""
+    import xlsxwriter
+
+    for date1904 in (False, True):
+        path = tmp_path / f"s{int(date1904)}.xlsx"
+        wb = xlsxwriter.Workbook(str(path), {"date_1904": date1904})
+        sheet = wb.add_worksheet()
+        sheet.write_row(0, 0, HEAD.strip().split(","))
+        long_date = wb.add_format({"num_format": 31})  # yyyy"年"m"月"d"日"
+        for i, when in enumerate((datetime(2024, 1, 5), datetime(2024, 1, 5, 10, 30))):
+            sheet.write_row(i + 1, 0, [f"S{i}", "1", "a", "门诊"])
+            sheet.write_datetime(i + 1, 4, when, long_date)
+            sheet.write_row(i + 1, 5, [100, 80])
+        wb.close()
+        rows = read_typed(path, tmp_path)
+        assert [(r["service_date"], r["q_code"]) for r in rows] == [
+            (date(2024, 1, 5), None),
+            (date(2024, 1, 5), None),
+        ], date1904
+
+
+def test_parquet_floats_bytes_and_nested_columns_read_as_a_person_would(tmp_path: Path) -> None:
+    """pandas writes a mostly-empty integer column as float64: `reverses`
+    240100002.0 did not link to settlement 240100002, and 20240102.0 was a
+    bad admission_date. Strings written as bytes (old Hive/Spark writers)
+    read as b'\\xE5...'. A list column beside the table was an internal
+    error. Floats read as Excel shows them (15 significant digits)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "settlement_id": pa.array(["240100002", "S2"]),
+            "id_number": pa.array(["1", "1"]),
+            "name": pa.array(["张三".encode(), "李四".encode()], pa.binary()),
+            "visit_type": pa.array(["住院", "住院"]),
+            "service_date": pa.array(["2024-01-05", "2024-01-05"]),
+            "admission_date": pa.array([20240102.0, None], pa.float64()),
+            "total_cost": pa.array([100.0, -(0.1 + 0.2)], pa.float64()),
+            "self_pay_1": pa.array([80.0, -(0.1 + 0.2)], pa.float64()),
+            "reverses": pa.array([None, 240100002.0], pa.float64()),
+            "tags": pa.array([["a"], []], pa.list_(pa.string())),
+        }
+    )
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path)
+    rows = read_typed(path, tmp_path)
+    got = [
+        (r["name"], r["admission_date"], r["self_pay_1"], r["reverses"], r["q_code"]) for r in rows
+    ]
+    assert got == [
+        ("张三", date(2024, 1, 2), Decimal("80.00"), None, None),
+        ("李四", None, Decimal("-0.30"), "240100002", None),
+    ]
+
+
+def test_a_corrupt_parquet_page_is_exit_2_naming_the_file(tmp_path: Path) -> None:
+    """The pages of a Parquet file are read by the statement that types them,
+    outside the reader's own checks: a corrupt one was an internal error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ws, roster, pid = one_member(tmp_path)
+    n = 5000
+    table = pa.table(
+        {
+            "settlement_id": [f"S{i}" for i in range(n)],
+            "id_number": [pid] * n,
+            "name": ["张伟"] * n,
+            "visit_type": ["门诊"] * n,
+            "service_date": ["2024-01-05"] * n,
+            "total_cost": [f"{i}.00" for i in range(n)],
+            "self_pay_1": [f"{i}.00" for i in range(n)],
+        }
+    )
+    path = tmp_path / "s.parquet"
+    pq.write_table(table, path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64  # inside a column chunk's pages
+    path.write_bytes(bytes(data))
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", path, "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert f"{path}: cannot be read" in done.output and "internal error" not in done.output

@@ -53,10 +53,19 @@ _DATE_FORMATS = (
 def date_sql(col: str) -> str:
     """The cell as DATE, or NULL. Excel serial numbers (a date cell exported as
     its number, 20000..80000, i.e. 1954..2119) are read as dates too."""
-    tries = ", ".join(f"try_strptime({col}, '{f}')" for f in _DATE_FORMATS)
+    # %m and %d take one or two digits: without separators only the full
+    # eight-digit form is unambiguous ('2024123' is 1-23 or 12-3)
+    tries = ", ".join(
+        f"CASE WHEN regexp_full_match({col}, '[0-9]{{8}}') THEN try_strptime({col}, '{f}') END"
+        if f == "%Y%m%d"
+        else f"try_strptime({col}, '{f}')"
+        for f in _DATE_FORMATS
+    )
+    # a date-time serial (45296.4375) is the day it falls on: what calamine
+    # gives for a date cell in a CJK built-in date format (numFmtId 27-36, 50-58)
     serial = (
-        f"CASE WHEN regexp_matches({col}, '^[2-7][0-9]{{4}}(\\.0+)?$') "
-        f"THEN DATE '1899-12-30' + CAST(CAST({col} AS DOUBLE) AS INTEGER) END"
+        f"CASE WHEN regexp_matches({col}, '^[2-7][0-9]{{4}}(\\.[0-9]+)?$') "
+        f"THEN DATE '1899-12-30' + CAST(floor(CAST({col} AS DOUBLE)) AS INTEGER) END"
     )
     # the ISO form (what most exports and Parquet give) is one fast cast; the
     # other forms are tried only for the cells that are not ISO

@@ -1011,6 +1011,21 @@ def _stage_xlsx(
         return numbers
 
     numbers = scan_sheet()
+
+    def date1904() -> bool:
+        """Whether the workbook counts its serial numbers from 1904 (old Mac
+        Excel): calamine converts the cells it knows to be dates, but gives
+        a date cell in a format it does not know (a CJK built-in one) as
+        its serial, which date_sql reads from 1900."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                book = ET.fromstring(z.read("xl/workbook.xml"))
+        except (KeyError, zipfile.BadZipFile, zlib.error, OSError, ET.ParseError):
+            return False
+        pr = next((e for e in book.iter() if e.tag.endswith("}workbookPr")), None)
+        return pr is not None and pr.get("date1904", "").lower() in ("1", "true")
+
+    shift_serials = date1904()
     try:
         reader = fastexcel.read_excel(str(path))
         # skip_rows=0: keep the blank rows above the table, so that frame row i
@@ -1093,6 +1108,20 @@ def _stage_xlsx(
             )
             .drop("_excel")
         )
+    if shift_serials:
+        for name, i in named.items():
+            if kind.column(name).type == "date":
+                c = cols[i]
+                body = body.with_columns(
+                    pl.when(pl.col(c).str.contains(r"^[0-9]{5}(?:\.[0-9]+)?$"))
+                    .then(
+                        (pl.col(c).cast(pl.Float64, strict=False).floor() + 1462)
+                        .cast(pl.Int64)
+                        .cast(pl.String)
+                    )
+                    .otherwise(pl.col(c))
+                    .alias(c)
+                )
     body = body.select(
         (pl.col("idx") + 1).cast(pl.Int64).alias("line_number"),
         pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",").alias("raw"),
@@ -1114,19 +1143,15 @@ def _stage_parquet(
     lazy: bool,
 ) -> _Staged:
     try:
-        names = [
-            r[0]
-            for r in con.execute(
-                "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL OR num_children = 0",
-                [str(path)],
-            ).fetchall()
-        ]
+        # the file's top-level columns (a list or struct column is one column,
+        # kept as an extra like any other, not its leaf fields)
         types = dict(
             con.execute(
                 f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
                 f"read_parquet({sql_literal(str(path))}))"
             ).fetchall()
         )
+        names = list(types)
     except duckdb.Error as exc:
         raise UsageError(f"{path}: cannot be read as Parquet ({_first_line(exc)}).") from None
     canon = _check_header(path, names, kind, aliases)
@@ -1136,7 +1161,23 @@ def _stage_parquet(
         return '"' + n.replace('"', '""') + '"'
 
     src = {n: f"_src{i}" for i, n in enumerate(names)}
-    sel = ", ".join(f"CAST({ident(col)} AS VARCHAR) AS {name}" for name, col in named.items())
+
+    def text(col: str) -> str:
+        """A cell as text, as a person would read it: a string written as
+        bytes (BYTE_ARRAY without the UTF8 annotation: older Hive/Spark/Impala
+        writers) decoded as UTF-8, and a float as Excel shows it (15
+        significant digits: 240100002.0 is 240100002, as in an .xlsx cell)."""
+        ctype = types.get(col, "VARCHAR")
+        if ctype == "BLOB":
+            return f"coalesce(try(decode({ident(col)})), CAST({ident(col)} AS VARCHAR))"
+        if ctype == "DOUBLE":
+            return (
+                f"CASE WHEN isfinite({ident(col)}) THEN printf('%.15g', {ident(col)}) "
+                f"ELSE CAST({ident(col)} AS VARCHAR) END"
+            )
+        return f"CAST({ident(col)} AS VARCHAR)"
+
+    sel = ", ".join(f"{text(col)} AS {name}" for name, col in named.items())
     cells = ", ".join(f"{ident(n)} AS {src[n]}" for n in names)
     con.execute(
         f"""

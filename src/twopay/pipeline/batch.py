@@ -17,8 +17,9 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -300,6 +301,18 @@ def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
     ]
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A lazily loaded file is read by the statement that types its cells: a
+    file DuckDB cannot decode (a corrupt Parquet page, ...) is the input's
+    fault (exit 2, naming it), not an internal error."""
+    try:
+        yield
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise UsageError(f"{path}: cannot be read ({first}).") from None
+
+
 class _Batch:
     """The stages of one batch over one connection."""
 
@@ -398,9 +411,11 @@ class _Batch:
             typed = validate.typed_settlements_query(
                 "s_in", SETTLEMENTS, raw=loaded.raw_sql, typed=loaded.typed
             )
-            con.execute(
-                f"INSERT INTO settlement_rows BY NAME SELECT {stage} AS stage_id, * FROM ({typed})"
-            )
+            with _reading(path):
+                con.execute(
+                    f"INSERT INTO settlement_rows BY NAME SELECT {stage} AS stage_id, * "
+                    f"FROM ({typed})"
+                )
             con.execute("DROP VIEW s_in")
             drop_loaded(con, loaded.table)
         con.execute(
@@ -435,19 +450,23 @@ class _Batch:
         # the matching keys are computed as the records are written (spec 3)
         person_key, name_norm = roster_keys_sql()
         typed = validate.typed_roster_query("r_in", ROSTER, raw=loaded.raw_sql, typed=loaded.typed)
-        con.execute(
+        with _reading(self.opts.roster):
+            self._insert_roster(typed, person_key, name_norm)
+        con.execute("DROP VIEW r_in")
+        drop_loaded(con, "r_in0")
+        # the keys of IDs that NFKC had not reached (almost never any)
+        fix_roster_keys(con, "roster_rows", f"stage_id = {stage} AND q_code IS NULL")
+
+    def _insert_roster(self, typed: str, person_key: str, name_norm: str) -> None:
+        self.con.execute(
             f"""
             INSERT INTO roster_rows BY NAME
-            SELECT {stage} AS stage_id, *,
+            SELECT {self.stage_id} AS stage_id, *,
                    CASE WHEN q_code IS NULL THEN {person_key} END AS person_key,
                    CASE WHEN q_code IS NULL THEN {name_norm} END AS name_norm
             FROM ({typed})
             """
         )
-        con.execute("DROP VIEW r_in")
-        drop_loaded(con, "r_in0")
-        # the keys of IDs that NFKC had not reached (almost never any)
-        fix_roster_keys(con, "roster_rows", f"stage_id = {stage} AND q_code IS NULL")
 
     def _load_others(self, workdir: Path) -> None:
         con = self.con
@@ -462,11 +481,16 @@ class _Batch:
                 f"CREATE OR REPLACE TEMP VIEW {table}_in AS SELECT line_number AS row_key, * "
                 f"FROM {table}_in0"
             )
-            con.execute(
-                validate.typed_simple_sql(
-                    f"{table}_in", f"{table}_typed", kind, raw=loaded.raw_sql, typed=loaded.typed
+            with _reading(path):
+                con.execute(
+                    validate.typed_simple_sql(
+                        f"{table}_in",
+                        f"{table}_typed",
+                        kind,
+                        raw=loaded.raw_sql,
+                        typed=loaded.typed,
+                    )
                 )
-            )
             con.execute(f"DROP VIEW {table}_in")
             drop_loaded(con, f"{table}_in0")
         if self.ws.overrides_path.exists():
