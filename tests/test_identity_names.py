@@ -98,6 +98,7 @@ def test_one_edit_apart_is_levenshtein_one(a: str, b: str) -> None:
         ("张为", "张伟", "homophone"),  # wéi / wěi: tones do not count
         ("張為", "张伟", "homophone"),  # Traditional and homophone at once
         ("王", "汪", "homophone"),
+        ("李前", "李乾", "homophone"),  # 乾 reads qian as written (opencc would make it 干 gan)
         ("张伟明", "张伟", "probable_name_typo"),  # one inserted
         ("张明", "张伟", "probable_name_typo"),  # one substituted
         ("刘德", "劉德華", "probable_name_typo"),  # one deleted, after simplification

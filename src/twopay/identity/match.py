@@ -43,9 +43,9 @@ from twopay.identity.idnumber import (
 )
 from twopay.identity.names import (
     compare_many,
+    homophone_key,
     name_norm_sql,
     normalise_name,
-    pinyin_key,
     to_simplified_many,
 )
 
@@ -306,12 +306,16 @@ def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:
         """
     ).fetchall()
     levels = compare_many([(a, b) for a, b in pairs])
-    sounds = [
-        " ".join(pinyin_key(s)) if lvl == "homophone" else None
-        for lvl, s in zip(
-            levels, to_simplified_many([normalise_name(p[0]) for p in pairs]), strict=True
+    norm = [normalise_name(n) for p in pairs for n in p]
+    simple = to_simplified_many(norm)
+    sounds = []
+    for i, lvl in enumerate(levels):
+        key = (
+            homophone_key(norm[2 * i], norm[2 * i + 1], simple[2 * i], simple[2 * i + 1])
+            if lvl == "homophone"
+            else None
         )
-    ]
+        sounds.append(" ".join(key) if key is not None else None)
     _register(
         con,
         "identity_name_level",

@@ -94,6 +94,20 @@ def one_edit_apart(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1 :]
 
 
+def homophone_key(
+    given: str, roster: str, given_simple: str, roster_simple: str
+) -> tuple[str, ...] | None:
+    """The toneless pinyin two names share character by character (spec 3
+    rule 2), else None. Each character's default reading as written is
+    tried first: Simplified conversion may change a reading (乾 qian becomes
+    干 gan), then the Simplified forms (a Traditional name against a
+    Simplified homophone)."""
+    for a, b in ((given, roster), (given_simple, roster_simple)):
+        if len(a) == len(b) and pinyin_key(a) == pinyin_key(b):
+            return pinyin_key(a)
+    return None
+
+
 def level_of(given: str, roster: str, given_simple: str, roster_simple: str) -> str:
     """The level of two normalised names and their Simplified forms (spec 3
     rules 1-3, in order)."""
@@ -101,9 +115,7 @@ def level_of(given: str, roster: str, given_simple: str, roster_simple: str) -> 
         return "exact"
     if given_simple == roster_simple:
         return "traditional"
-    if len(given_simple) == len(roster_simple) and pinyin_key(given_simple) == pinyin_key(
-        roster_simple
-    ):
+    if homophone_key(given, roster, given_simple, roster_simple) is not None:
         return "homophone"
     if min(len(given_simple), len(roster_simple)) >= 2 and one_edit_apart(
         given_simple, roster_simple
