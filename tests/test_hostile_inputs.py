@@ -440,3 +440,42 @@ def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: 
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["balance"]["other_records_quarantined"] == {"roster": 1, "units": 1}
     assert summary["balance"]["balanced"] is True
+
+
+def test_a_roster_id_excel_turned_into_a_number_is_named_in_the_rejection(
+    tmp_path: Path,
+) -> None:
+    """An ID typed as a number in the roster's workbook keeps 15 digits and
+    zeroes the rest: never guessed (spec 3), so the member's claim is
+    rejected not_a_member, but not as "valid but not in the roster": the
+    detail names the roster line and what to do."""
+    import xlsxwriter
+
+    pid = person_id(7)
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = tmp_path / "r.xlsx"
+    wb = xlsxwriter.Workbook(str(roster))
+    sheet = wb.add_worksheet()
+    sheet.write_row(0, 0, ["member_id", "name", "id_number", "card_no", "unit_code", "valid_from"])
+    sheet.write_row(1, 0, ["M1", "金三"])
+    sheet.write_number(1, 2, int(pid[:17] + "0"))  # a number: Excel keeps 15 digits
+    sheet.write_row(1, 3, ["C1", "U1", "2010-01-01"])
+    wb.close()
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", pid, "金三", "门诊", "2024-03-05", None, 3000, 2000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements,
+        "--roster", roster, "--lang", "en",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-03" / "rejections.csv").open(encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["reason_code"] == "not_a_member"
+    assert row["detail"] == (
+        f"ID {pid[:6]}********{pid[-4:]} is not in the roster; roster line 2 (member M1) has an "
+        "ID number Excel turned into a number with the same first 15 digits: export the "
+        "roster's ID column as text."
+    )

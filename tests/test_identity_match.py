@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from helpers import make_id
-from twopay.identity.idnumber import mask_id, mask_text, normalise_id
+from twopay.identity.idnumber import mask_id, mask_text, normalise_id, validate_id
 from twopay.identity.match import (
     ID_RESULT_COLUMNS,
     OUTCOMES,
@@ -337,10 +337,20 @@ def test_roster_preparation() -> None:
     assert roster_invalid_ids(con) == [2]
 
 
-def test_an_invalid_roster_id_is_never_a_candidate() -> None:
+def test_a_typo_in_the_roster_id_makes_a_candidate() -> None:
+    # spec 3 rule 4 asks only that the roster person's ID be one edit away:
+    # the typo may be the roster's
     bad = sub(A, 17, "0" if A[17] != "0" else "1")  # A with a wrong check character
     rows = identify([("M1", "张伟", bad)], [(A, "张伟"), (bad, "张伟")])
-    assert [r["outcome"] for r in rows] == ["not_a_member", "invalid_id_number"]
+    assert [r["outcome"] for r in rows] == ["probable_id_typo", "invalid_id_number"]
+    assert rows[0]["candidate_member_id"] == "M1"
+
+
+def test_an_excel_mangled_roster_id_is_never_a_candidate() -> None:
+    mangled = A[:15] + "000"
+    assert validate_id(mangled, TODAY) == "excel_mangled"
+    rows = identify([("M1", "张伟", mangled)], [(A, "张伟")])
+    assert [r["outcome"] for r in rows] == ["not_a_member"]
 
 
 @pytest.mark.parametrize("n", [0, 1])

@@ -341,8 +341,8 @@ _EDITS_SQL = """
 """
 
 
-def _variants_sql() -> str:
-    """SQL over identity_probe x edits: the variants of each all-digit ID whose
+def _variants_sql(probe: str = "identity_probe") -> str:
+    """SQL over ``probe`` (identity_probe) x edits: the variants of each all-digit ID whose
     check character is right, as (row_key, variant). For an ID that came from
     a 15-digit legacy number the check character was computed by us, so the
     edits are in its 15 digits (not the inserted '19') and the check is
@@ -377,7 +377,7 @@ def _variants_sql() -> str:
                 || substr(q.id, e.p + 2, 16 - e.p)
                 || CASE WHEN q.legacy THEN {check_of(s_swap)} ELSE right(q.id, 1) END
             END AS variant
-        FROM identity_probe q, ({_EDITS_SQL}) e
+        FROM {probe} q, ({_EDITS_SQL}) e
         WHERE q.n17 IS NOT NULL AND CASE
             WHEN e.kind = 's' THEN e.c <> {d} AND CASE
                 WHEN q.legacy THEN e.p NOT IN (7, 8) ELSE {s_sub} = q.v END
@@ -466,11 +466,44 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
         JOIN roster r ON r.person_key = v.variant
         """
     )
-    # The roster's ID must itself be valid: tested on these few rows only (a
-    # filter in the join above would be pushed down to the whole roster).
+    # The typo may be the roster's (spec 3 rule 4 asks only that a roster
+    # person's ID be one edit away): the roster records whose own ID is
+    # invalid (few; Excel-mangled ones are never guessed) are searched the
+    # other way round, from their ID to the settlements' (an edit is
+    # symmetric, so the position named is the same).
     con.execute(
-        f"DELETE FROM identity_near WHERE {id_problem_sql('person_key', '$today')} IS NOT NULL",
+        f"""
+        CREATE OR REPLACE TEMP TABLE identity_roster_probe AS
+        WITH d AS (
+            -- only the records of people named as a probe is (the candidate
+            -- must have the same name): a few, not the whole roster
+            SELECT record_key, person_key, {id_digits_sql("person_key")} AS n17
+            FROM roster
+            WHERE name_norm IN (SELECT name_norm FROM identity_probe)
+              AND regexp_full_match(person_key, '[0-9]{{17}}[0-9X]')
+        ),
+        b AS (
+            SELECT record_key AS row_key, person_key AS id, n17
+            FROM d WHERE coalesce({id_problem_sql("person_key", "$today", "n17")}, 'valid')
+                NOT IN ('valid', 'excel_mangled')
+        )
+        SELECT row_key, id, false AS legacy, n17,
+               strpos('{CHECK_CHARS}', right(id, 1)) - 1 AS v, ({w_terms}) % 11 AS s
+        FROM b
+        """,
         {"today": today},
+    )
+    con.execute(
+        f"""
+        INSERT INTO identity_near
+        SELECT DISTINCT q.row_key, r.record_key, r.person_key, r.name_norm,
+               CASE v.kind WHEN 's' THEN 'digit ' || v.p || ' differs'
+                           WHEN 'k' THEN 'the check character differs'
+                           ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
+        FROM ({_variants_sql("identity_roster_probe")}) v
+        JOIN roster r ON r.record_key = v.row_key
+        JOIN identity_probe q ON q.id = v.variant AND NOT q.legacy
+        """
     )
     # Same name: equal in SQL, or (few pairs) equal once NFKC and
     # Traditional->Simplified are applied in Python.

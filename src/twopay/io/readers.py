@@ -1178,7 +1178,11 @@ def _stage_parquet(
         return f"CAST({ident(col)} AS VARCHAR)"
 
     sel = ", ".join(f"{text(col)} AS {name}" for name, col in named.items())
-    cells = ", ".join(f"{ident(n)} AS {src[n]}" for n in names)
+    # the cells of the raw text (and of the typed reads below): a float or
+    # bytes column as read above, so that raw shows what was read
+    cells = ", ".join(
+        f"{text(n) if types.get(n) in ('DOUBLE', 'BLOB') else ident(n)} AS {src[n]}" for n in names
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP {"VIEW" if lazy else "TABLE"} {stage} AS

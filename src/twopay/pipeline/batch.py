@@ -38,7 +38,7 @@ from twopay.errors import (
     oom_advice,
 )
 from twopay.faults import fault_point
-from twopay.identity.idnumber import id_normalise_sql, mask_text
+from twopay.identity.idnumber import id_normalise_sql, id_problem_sql, mask_text
 from twopay.identity.match import (
     exact_detail_sql,
     exact_evidence_sql,
@@ -850,6 +850,29 @@ class _Batch:
             ) q
             WHERE id_result.outcome = 'not_a_member' AND id_result.id_norm = q.id_norm
             """
+        )
+        # An ID on a roster record that Excel turned into a number (its first
+        # 15 digits kept, the rest zeroed): that record never matches (spec 3:
+        # never guessed), but the detail says where the member is.
+        con.execute(
+            f"""
+            UPDATE id_result SET detail = replace(id_result.detail,
+                'is valid but not in the roster',
+                'is not in the roster; roster line ' || q.line::VARCHAR || ' (member '
+                    || q.member_id || ') has an ID number Excel turned into a number with '
+                    || 'the same first 15 digits: export the roster''s ID column as text')
+            FROM (
+                SELECT left(person_key, 15) AS head, min(line_number) AS line,
+                       arg_min(member_id, line_number) AS member_id
+                FROM roster
+                WHERE left(person_key, 15) IN (
+                          SELECT left(id_norm, 15) FROM id_result WHERE outcome = 'not_a_member')
+                  AND {id_problem_sql("person_key", "$today")} = 'excel_mangled'
+                GROUP BY ALL
+            ) q
+            WHERE id_result.outcome = 'not_a_member' AND left(id_result.id_norm, 15) = q.head
+            """,
+            {"today": self.opts.today},
         )
         scratch = [
             r[0]
