@@ -97,6 +97,59 @@ def test_an_out_folder_that_cannot_be_made_is_exit_2_before_the_commit(tmp_path:
     assert notices.exit_code == 2 and "cannot be made" in notices.output
 
 
+def test_a_workspace_path_with_brackets_gets_its_reports(tmp_path: Path) -> None:
+    """`工资[2024]/ws`: polars read the report CSVs back for the workbook as a
+    glob pattern, so every run committed and then failed (exit 1, no reports)."""
+    ws = init_workspace(tmp_path / "工资[2024]" / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
+    )
+    assert done.exit_code == 0, done.output
+    assert (ws / "reports" / "2024-01" / "report.xlsx").is_file()
+
+
+def test_a_period_in_full_width_digits_is_exit_2(tmp_path: Path) -> None:
+    """`--period ２０２４-01` (a Chinese keyboard) made a period apart from
+    2024-01, with payment_ids in full-width digits in the bank file."""
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    done = cli(
+        "run", "-w", ws, "--period", "２０２４-01", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert batches(ws) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ('memory_limit = "2 gigs"', "memory_limit"),
+        ('temp_directory = "twopay.toml/tmp"', "temp_directory"),
+    ],
+)
+def test_bad_duckdb_settings_are_exit_2_naming_the_key(
+    tmp_path: Path, setting: str, says: str
+) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    config = ws / "twopay.toml"
+    key = setting.split(" =")[0]
+    lines = [
+        setting if line.startswith(f"{key} =") else line
+        for line in config.read_text("utf-8").splitlines()
+    ]
+    config.write_text("\n".join(lines) + "\n", "utf-8")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    for args in (
+        ["run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster],
+        ["query", "-w", ws, "select 1"],
+    ):
+        done = cli(*args)
+        assert done.exit_code == 2, done.output
+        assert says in done.output and "internal error" not in done.output
+
+
 def test_overlapping_records_of_one_person_are_exit_2_naming_both_lines(tmp_path: Path) -> None:
     """Spec 2.1: a person's membership records must not overlap in time."""
     ws = init_workspace(tmp_path / "ws")

@@ -963,3 +963,28 @@ def test_a_decided_review_does_not_lock_earlier_periods(ws: Path, tmp_path: Path
     (ws / "overrides.csv").write_text("settlement_id,decision,member_id,note,decided_by\n", "utf-8")
     conflict = run(ws, "2024-02", s2, r)
     assert conflict.exit_code == 4 and "(overrides differ)" in conflict.output  # type: ignore[attr-defined]
+
+
+def test_ctrl_c_after_the_commit_says_the_batch_is_in(ws: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the reports were written said "nothing was committed",
+    though the batch was in the ledger: the analyst who then fixed the
+    inputs and ran again got exit 4. The message says it is committed, and
+    the same command writes the reports."""
+    import signal
+
+    r = roster(tmp_path / "roster.csv")
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    proc = run_process(
+        ws, "2024-01", s, r, {"TWOPAY_FAULT_AT": "sleep:reports", "TWOPAY_FAULT_SLEEP": "20"}
+    )
+    deadline = time.time() + 60
+    while not list((ws / "reports").glob(".twopay-*/report.xlsx")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "the batch is committed" in err and "Traceback" not in err
+    again = run(ws, "2024-01", s, r)
+    assert again.exit_code == 0  # type: ignore[attr-defined]
+    assert json.loads(again.output)["noop"] is True  # type: ignore[attr-defined]
+    assert (ws / "reports" / "2024-01" / "payouts.csv").is_file()

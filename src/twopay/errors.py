@@ -65,6 +65,13 @@ def oom_advice(threads: int | None = None) -> str:
     return f"raise [duckdb] memory_limit in twopay.toml, or {fewer}give temp_directory more room."
 
 
+class Interrupted(TwopayError):
+    """Ctrl-C (or SIGINT) during a run (exit 1): the message says whether the
+    batch made it into the ledger before it stopped."""
+
+    exit_code = 1
+
+
 class OutOfMemory(TwopayError):
     """DuckDB ran out of memory within the workspace's memory_limit (exit 1):
     not the data's fault and not a bug; the message says where and what to

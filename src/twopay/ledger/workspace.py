@@ -73,6 +73,18 @@ class DuckDBSettings(_Strict):
     temp_directory: str = ".twopay-tmp"
     threads: int = Field(0, ge=0)
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit_readable(cls, value: str) -> str:
+        """An amount DuckDB understands ("2GB", "512MiB"), checked here so
+        that a typo is a config error naming the key, not an internal error
+        when the ledger is opened."""
+        try:
+            duckdb.connect(":memory:", config={"memory_limit": value}).close()
+        except duckdb.Error:
+            raise ValueError('expected an amount of memory such as "2GB" or "512MB"') from None
+        return value
+
 
 class Settings(_Strict):
     lang: Literal["zh", "en"] = "zh"
@@ -113,7 +125,13 @@ class Workspace:
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         if read_only and not self.ledger_path.exists():
             raise UsageError(f"{self.root}: no ledger yet; run a batch first.")
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"{self.root / CONFIG_NAME}: key `duckdb.temp_directory`: cannot use "
+                f"{self.temp_dir} as a folder ({exc.strerror})."
+            ) from None
         config: dict[str, str | int] = {
             "memory_limit": self.settings.duckdb.memory_limit,
             "temp_directory": str(self.temp_dir),

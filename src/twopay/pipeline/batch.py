@@ -32,6 +32,7 @@ from twopay.errors import (
     BooksDoNotBalance,
     DataQualityError,
     DiskFull,
+    Interrupted,
     OutOfMemory,
     UsageError,
     disk_full,
@@ -57,7 +58,7 @@ from twopay.reports.render import check_out_folder, render_batch_reports
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate
 from twopay.rules.loader import RuleSet, load_rules
 
-PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")  # ASCII digits only: \d takes "２０２４"
 
 
 Progress = Callable[[str], None]
@@ -102,6 +103,18 @@ def run_batch(ws: Workspace, opts: RunOptions, progress: Progress | None = None)
     where = _Where(progress or (lambda _msg: None))
     try:
         return _run_batch(ws, opts, where)
+    except (KeyboardInterrupt, duckdb.InterruptException, RuntimeError) as exc:
+        # Ctrl-C lands in Python (KeyboardInterrupt) or inside a DuckDB query
+        # (RuntimeError 'Query interrupted'); either way, say whether the
+        # batch is in the ledger: after the commit only the reports are missing
+        if isinstance(exc, RuntimeError) and "interrupted" not in str(exc).lower():
+            raise
+        if where.committed:
+            raise Interrupted(
+                "interrupted while writing the reports; the batch is committed; run the "
+                "same command again to write its reports."
+            ) from None
+        raise Interrupted("interrupted; nothing was committed.") from None
     except duckdb.OutOfMemoryException as exc:
         settings = ws.settings.duckdb
         done = (
@@ -468,6 +481,60 @@ class _Batch:
             """
         )
 
+    def _explain_not_a_member(self) -> None:
+        """A not_a_member whose ID is on a roster record that could not be
+        read, or on one whose ID Excel turned into a number (15 digits kept,
+        the rest zeroed; never guessed, spec 3), is not "valid but not in the
+        roster": the detail names that record, for the unit's officers. Both
+        kinds of record are few; the 5M-row id_result is touched only when
+        there are some."""
+        con = self.con
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE unmatched_records AS
+            SELECT {id_normalise_sql("id_number")} AS id_norm, NULL::VARCHAR AS head,
+                   min(line_number) AS line,
+                   'is on roster line ' || min(line_number)::VARCHAR
+                       || ', which could not be read (' || arg_min(q_code, line_number)
+                       || '; see quarantine.csv)' AS says
+            FROM roster_rows
+            WHERE stage_id = {self.roster_stage} AND q_code IS NOT NULL
+            GROUP BY ALL
+            UNION ALL
+            SELECT NULL, left(person_key, 15), min(line_number),
+                   'is not in the roster; roster line ' || min(line_number)::VARCHAR
+                       || ' (member ' || arg_min(member_id, line_number) || ') has an ID '
+                       || 'number Excel turned into a number with the same first 15 digits: '
+                       || 'export the roster''s ID column as text'
+            FROM roster
+            WHERE right(person_key, 3) = '000'
+              AND {id_problem_sql("person_key", "$today")} = 'excel_mangled'
+            GROUP BY ALL
+            """,
+            {"today": self.opts.today},
+        )
+        if _scalar(con, "SELECT count(*) FROM unmatched_records"):
+            con.execute(
+                """
+                UPDATE id_result SET detail = replace(id_result.detail,
+                    'is valid but not in the roster', u.says)
+                FROM (
+                    SELECT row_key, arg_min(says, line) AS says FROM (
+                        SELECT r.row_key, u.says, u.line
+                        FROM id_result r JOIN unmatched_records u ON u.id_norm = r.id_norm
+                        WHERE r.outcome = 'not_a_member'
+                        UNION ALL
+                        SELECT r.row_key, u.says, u.line
+                        FROM id_result r JOIN unmatched_records u
+                            ON u.head = left(r.id_norm, 15)
+                        WHERE r.outcome = 'not_a_member'
+                    ) GROUP BY ALL
+                ) u
+                WHERE id_result.row_key = u.row_key
+                """
+            )
+        _drop(con, "unmatched_records")
+
     def _load_others(self, workdir: Path) -> None:
         con = self.con
         for kind, path, table in (
@@ -832,48 +899,7 @@ class _Batch:
         )
         match_identities(con, self.opts.today, lazy_exact=True)
         con.execute("DROP VIEW id_input")
-        # An ID that is on a roster record which could not be read is not
-        # "valid but not in the roster": the detail names that record (the
-        # unit's officers fix it; the notice lists it too).
-        con.execute(
-            f"""
-            UPDATE id_result SET detail = replace(id_result.detail,
-                'is valid but not in the roster',
-                'is on roster line ' || q.line::VARCHAR || ', which could not be read ('
-                    || q.q_code || '; see quarantine.csv)')
-            FROM (
-                SELECT {id_normalise_sql("id_number")} AS id_norm,
-                       min(line_number) AS line, arg_min(q_code, line_number) AS q_code
-                FROM roster_rows
-                WHERE stage_id = {self.roster_stage} AND q_code IS NOT NULL
-                GROUP BY ALL
-            ) q
-            WHERE id_result.outcome = 'not_a_member' AND id_result.id_norm = q.id_norm
-            """
-        )
-        # An ID on a roster record that Excel turned into a number (its first
-        # 15 digits kept, the rest zeroed): that record never matches (spec 3:
-        # never guessed), but the detail says where the member is.
-        con.execute(
-            f"""
-            UPDATE id_result SET detail = replace(id_result.detail,
-                'is valid but not in the roster',
-                'is not in the roster; roster line ' || q.line::VARCHAR || ' (member '
-                    || q.member_id || ') has an ID number Excel turned into a number with '
-                    || 'the same first 15 digits: export the roster''s ID column as text')
-            FROM (
-                SELECT left(person_key, 15) AS head, min(line_number) AS line,
-                       arg_min(member_id, line_number) AS member_id
-                FROM roster
-                WHERE left(person_key, 15) IN (
-                          SELECT left(id_norm, 15) FROM id_result WHERE outcome = 'not_a_member')
-                  AND {id_problem_sql("person_key", "$today")} = 'excel_mangled'
-                GROUP BY ALL
-            ) q
-            WHERE id_result.outcome = 'not_a_member' AND left(id_result.id_norm, 15) = q.head
-            """,
-            {"today": self.opts.today},
-        )
+        self._explain_not_a_member()
         scratch = [
             r[0]
             for r in _q(

@@ -39,7 +39,7 @@ from twopay.reports.render import (
 )
 from twopay.reports.xlsx import neutralise, open_book, write_table
 
-PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")  # ASCII digits only: \d takes "２０２４"
 UNASSIGNED = "unassigned"
 # What a notice file may be called: our own names only, so stale files of an
 # earlier run can be told apart from anything else in the folder.

@@ -118,12 +118,15 @@ def typed(frame: pl.DataFrame) -> pl.DataFrame:
 def read_table(path: Path, max_rows: int, rows: int | None = None) -> tuple[pl.DataFrame, int]:
     """The first max_rows rows of a report CSV (all text), and its full row
     count: ``rows`` when the writer knows it, else counted (a scan of the file)."""
-    frame = pl.read_csv(path, infer_schema=False, n_rows=max_rows)
+    # glob=False: a folder named like '报表[2024]' is a path, not a pattern
+    frame = pl.read_csv(path, infer_schema=False, n_rows=max_rows, glob=False)
     total = frame.height
     if rows is not None:
         total = rows
     elif total >= max_rows:
-        total = int(pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item())
+        total = int(
+            pl.scan_csv(path, infer_schema=False, glob=False).select(pl.len()).collect().item()
+        )
     return frame, total
 
 
