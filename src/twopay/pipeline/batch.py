@@ -464,22 +464,19 @@ class _Batch:
         person_key, name_norm = roster_keys_sql()
         typed = validate.typed_roster_query("r_in", ROSTER, raw=loaded.raw_sql, typed=loaded.typed)
         with _reading(self.opts.roster):
-            self._insert_roster(typed, person_key, name_norm)
+            con.execute(
+                f"""
+                INSERT INTO roster_rows BY NAME
+                SELECT {stage} AS stage_id, *,
+                       CASE WHEN q_code IS NULL THEN {person_key} END AS person_key,
+                       CASE WHEN q_code IS NULL THEN {name_norm} END AS name_norm
+                FROM ({typed})
+                """
+            )
         con.execute("DROP VIEW r_in")
         drop_loaded(con, "r_in0")
         # the keys of IDs that NFKC had not reached (almost never any)
         fix_roster_keys(con, "roster_rows", f"stage_id = {stage} AND q_code IS NULL")
-
-    def _insert_roster(self, typed: str, person_key: str, name_norm: str) -> None:
-        self.con.execute(
-            f"""
-            INSERT INTO roster_rows BY NAME
-            SELECT {self.stage_id} AS stage_id, *,
-                   CASE WHEN q_code IS NULL THEN {person_key} END AS person_key,
-                   CASE WHEN q_code IS NULL THEN {name_norm} END AS name_norm
-            FROM ({typed})
-            """
-        )
 
     def _explain_not_a_member(self) -> None:
         """A not_a_member whose ID is on a roster record that could not be

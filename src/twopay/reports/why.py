@@ -107,6 +107,14 @@ SUBJECT_SQL = {
     """,
 }
 
+# The people a key could mean (CTE `everyone`), each with a few settlements.
+_CANDIDATES_SQL = f"""
+SELECT e.person_key, e.member_ids, e.name, e.unit_codes,
+    (SELECT list(DISTINCT s.settlement_id ORDER BY s.settlement_id)[1:3] FROM settlements s
+     WHERE {id_normalise_sql("s.id_number")} = e.person_key) AS example_settlements
+FROM everyone e ORDER BY e.person_key
+"""
+
 PEOPLE_BY_NAME_SQL = f"""
 WITH named_roster AS (
     SELECT person_key, member_id, name, unit_code, batch_id FROM roster_records
@@ -133,10 +141,7 @@ unmatched AS (
     GROUP BY ALL
 ),
 everyone AS (SELECT * FROM people UNION ALL SELECT * FROM unmatched)
-SELECT e.person_key, e.member_ids, e.name, e.unit_codes,
-    (SELECT list(DISTINCT s.settlement_id ORDER BY s.settlement_id)[1:3] FROM settlements s
-     WHERE {id_normalise_sql("s.id_number")} = e.person_key) AS example_settlements
-FROM everyone e ORDER BY e.person_key
+{_CANDIDATES_SQL}
 """
 
 # A member_id that named different people (an ID number corrected in a later
@@ -146,17 +151,18 @@ WITH keys AS (
     SELECT DISTINCT person_key FROM roster_records WHERE member_id = $key
     UNION
     SELECT DISTINCT person_key FROM outcomes WHERE member_id = $key AND person_key IS NOT NULL
+),
+everyone AS (
+    SELECT k.person_key,
+           list(DISTINCT r.member_id ORDER BY r.member_id) FILTER (r.member_id IS NOT NULL)
+               AS member_ids,
+           arg_max(r.name, r.batch_id) AS name,
+           list(DISTINCT r.unit_code ORDER BY r.unit_code) FILTER (r.unit_code IS NOT NULL)
+               AS unit_codes
+    FROM keys k LEFT JOIN roster_records r USING (person_key)
+    GROUP BY k.person_key
 )
-SELECT k.person_key,
-    (SELECT list(DISTINCT r.member_id ORDER BY r.member_id) FROM roster_records r
-     WHERE r.person_key = k.person_key) AS member_ids,
-    (SELECT arg_max(r.name, r.batch_id) FROM roster_records r
-     WHERE r.person_key = k.person_key) AS name,
-    (SELECT list(DISTINCT r.unit_code ORDER BY r.unit_code) FROM roster_records r
-     WHERE r.person_key = k.person_key) AS unit_codes,
-    (SELECT list(DISTINCT s.settlement_id ORDER BY s.settlement_id)[1:3] FROM settlements s
-     WHERE {id_normalise_sql("s.id_number")} = k.person_key) AS example_settlements
-FROM keys k ORDER BY k.person_key
+{_CANDIDATES_SQL}
 """
 
 SETTLEMENTS_SQL = """
