@@ -770,6 +770,11 @@ def test_a_file_of_lf_lines_with_one_crlf_row_is_read_whole(tmp_path: Path) -> N
         ("2024111", None),
         ("45296", date(2024, 1, 5)),  # an Excel serial
         ("45296.4375", date(2024, 1, 5)),  # a date-time serial: its day
+        ("2024/1/5 10:30", date(2024, 1, 5)),  # a date-time as Excel shows it
+        ("2024-01-05 9:05", date(2024, 1, 5)),
+        ("2024-01-05 10:30:00.000", date(2024, 1, 5)),
+        ("2024/01/05 10:30:00.5", date(2024, 1, 5)),
+        ("2024-01-05 10:30 x", None),
     ],
 )
 def test_dates_without_separators_need_eight_digits(
