@@ -329,3 +329,40 @@ def test_a_name_mismatch_goes_to_the_unit_of_the_record_valid_that_day(tmp_path:
             "X1": "U1",
             "X2": "U1",
         }
+
+
+def test_a_card_number_excel_converted_reaches_its_unit(tmp_path: Path) -> None:
+    """A roster whose card numbers were typed into Excel as numbers holds
+    6.22202E+18: the record is read and the claim paid, but the bank cannot
+    pay into that card; the unit's officers are told before the bank says so."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张伟", person_id(1), "C1", "U1", "在职", "2020-01-01", None),
+            ("M5", "王芳", person_id(5), "6.22202E+18", "U3", "在职", "2020-01-01", None),
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S5", person_id(5), "王芳", "门诊", "2024-01-05", None, "100", "50", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--json",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["summary"]["balance"]["adjudicated"] == 1
+    out = notices(ws, "--period", "2024-01")
+    counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
+    assert counts == {"U3": {"roster_record": 1}}
+    (row,) = read_notice(ws / "reports" / "2024-01" / "notices" / "unit-U3.csv").iter_rows(
+        named=True
+    )
+    assert (row["会员编号"], row["原因代码"]) == ("M5", "roster_record")
+    assert row["详情"] == (
+        "roster line 3: card_no 6.22202E+18 looks like a number Excel converted; "
+        "the bank cannot pay into it"
+    )

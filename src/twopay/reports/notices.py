@@ -132,6 +132,18 @@ def notice_rows_sql(unmask: bool) -> str:
             NULL, r.unit_code
         FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
         WHERE b.batch_id = $batch AND r.q_code IS NOT NULL
+        UNION ALL
+        -- a card number Excel turned into a number (6.22202E+18): the record
+        -- is read and its claims paid, but the bank cannot pay into that card
+        -- (a failed payment is re-issued to the card the roster then holds)
+        SELECT 4, 'roster_record', NULL, r.line_number, NULL, NULL, r.member_id, r.name,
+            r.id_number, r.card_no, NULL, NULL, NULL, 'roster_record',
+            'roster line ' || r.line_number::VARCHAR || ': card_no ' || r.card_no
+                || ' looks like a number Excel converted; the bank cannot pay into it',
+            NULL, r.unit_code
+        FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
+        WHERE b.batch_id = $batch AND r.q_code IS NULL
+          AND regexp_full_match(r.card_no, '[0-9]+(\\.[0-9]+)?[Ee]\\+?[0-9]+')
     ),
     everything AS (
         SELECT * FROM rejected UNION ALL SELECT * FROM pending UNION ALL SELECT * FROM failed
