@@ -420,3 +420,56 @@ def test_a_bank_return_of_a_header_only_is_exit_2(ws: Path, tmp_path: Path) -> N
     result = cli("reconcile", "-w", ws, "--bank-return", path)
     assert result.exit_code == 2, result.output
     assert "empty.csv: the bank return has no rows" in result.output
+
+
+def test_a_retry_is_not_paid_to_whoever_holds_the_member_id_now(
+    ws: Path, tmp_path: Path
+) -> None:
+    """January's payment to M0 fails; February's roster gives member_id M0 to
+    another person. The re-issue went to the newcomer's card (the payment
+    still named the first person): it waits for a roster that lists the
+    person it is owed to, under that member_id."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    (failed,) = [p for p in jan if p["member_id"] == "M0"]
+    reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
+    roster = roster_file(tmp_path / "r2.csv", without={"M0"})
+    with roster.open("a", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerow(
+            ("M0", "孙新", person_id(99), card(99), "U0", "在职", "2024-02-01", "")
+        )
+    feb = month(ws, tmp_path, 2, roster)
+    assert not [p for p in feb if p["retry_of"]]
+    assert card(99) not in {p["card_no"] for p in feb}
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text("utf-8"))
+    assert summary["balance"]["retries_waiting_payment_ids"] == [failed["payment_id"]]
+    assert summary["balance"]["retries_waiting_total"] == failed["amount"]
+
+
+def test_the_notice_and_the_next_run_read_a_repeated_return_row_alike(
+    ws: Path, tmp_path: Path
+) -> None:
+    """A bank return listing one payment twice: reconcile counts the first
+    row and flags the second duplicate_row, and the next run re-issues by the
+    first. The notice read the second: it told a unit of a failure that would
+    never be re-issued, and kept quiet about one that would."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    first, second = jan[0], jan[1]
+    rows = [
+        (p["payment_id"], p["card_no"], p["amount"], "success", "") for p in jan[2:]
+    ] + [
+        (first["payment_id"], first["card_no"], first["amount"], "failed", "卡号已注销"),
+        (first["payment_id"], first["card_no"], first["amount"], "success", ""),
+        (second["payment_id"], second["card_no"], second["amount"], "success", ""),
+        (second["payment_id"], second["card_no"], second["amount"], "failed", "卡号已注销"),
+    ]
+    code, _ = reconcile(ws, write_csv(tmp_path / "ret.csv", BANK_HEADER, rows))
+    assert code == 3  # the repeated rows are discrepancies
+    done = cli("notices", "-w", ws, "--period", "2024-01", "--json")
+    assert done.exit_code == 0, done.output
+    noticed = set()
+    for path in (ws / "reports" / "2024-01" / "notices").glob("*.csv"):
+        with path.open(encoding="utf-8-sig") as fh:
+            noticed |= {r["支付编号"] for r in csv.DictReader(fh) if r["类别"] == "支付失败"}
+    assert noticed == {first["payment_id"]}
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    assert {p["retry_of"] for p in feb if p["retry_of"]} == noticed

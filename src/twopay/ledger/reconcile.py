@@ -131,6 +131,17 @@ CARD_MACROS_SQL = (
     """,
 )
 
+# The bank's answer on each payment, as the next run reads it to re-issue
+# and as notices tell units of failures: the latest return's first readable
+# row; duplicate, unreadable and unknown rows are discrepancies, not answers
+# (a query, for a WITH).
+LATEST_ANSWER_SQL = """
+SELECT * FROM bank_returns
+WHERE line_number IS NOT NULL
+  AND result NOT IN ('unreadable', 'duplicate_row', 'unknown_payment')
+QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
+"""
+
 SEEN_SQL = "SELECT min(return_id) FROM bank_returns WHERE sha256 = ?"
 NEXT_ID_SQL = "SELECT coalesce(max(return_id), 0) + 1 FROM bank_returns"
 

@@ -50,6 +50,7 @@ from twopay.identity.match import (
 from twopay.identity.names import name_norm_sql
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
+from twopay.ledger.reconcile import LATEST_ANSWER_SQL
 from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages, next_stage_id
 from twopay.ledger.tables import drop_temporaries
 from twopay.ledger.workspace import Workspace
@@ -1179,13 +1180,7 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_failed AS
-            WITH answered AS (
-                SELECT payment_id, result FROM bank_returns
-                WHERE line_number IS NOT NULL
-                  AND result NOT IN ('unreadable', 'duplicate_row', 'unknown_payment')
-                QUALIFY row_number() OVER (
-                    PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
-            )
+            WITH answered AS ({LATEST_ANSWER_SQL})
             SELECT p.payment_id, p.member_id, p.person_key, p.amount
             FROM payments p JOIN answered a USING (payment_id)
             WHERE p.{self.prior} AND a.result = 'failed'
@@ -1254,6 +1249,17 @@ class _Batch:
         # outside this batch's lines: summarise balances them apart. A member
         # missing from this roster has no card to pay to: the retry waits
         # (batch_retries_waiting) for a run whose roster lists them.
+        # the card of the person the failed payment was for: a member_id the
+        # roster has since given to someone else must not take their money
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE retry_cards AS
+            SELECT member_id, person_key, name, card_no, unit_code, bank_account FROM roster
+            WHERE member_id IN (SELECT member_id FROM batch_failed)
+            QUALIFY row_number() OVER (
+                PARTITION BY member_id, person_key ORDER BY valid_from DESC, record_key DESC) = 1
+            """
+        )
         con.execute(
             f"""
             INSERT INTO batch_payments
@@ -1261,7 +1267,7 @@ class _Batch:
                        PARTITION BY f.member_id ORDER BY f.payment_id)::VARCHAR,
                    f.member_id, f.person_key, c.name, c.card_no, c.unit_code, c.bank_account,
                    f.amount, 0, f.amount, 0, f.payment_id
-            FROM batch_failed f JOIN member_cards c USING (member_id)
+            FROM batch_failed f JOIN retry_cards c USING (member_id, person_key)
             """,
             [period],
         )
@@ -1269,7 +1275,8 @@ class _Batch:
             """
             CREATE OR REPLACE TEMP TABLE batch_retries_waiting AS
             SELECT f.* FROM batch_failed f
-            WHERE f.member_id NOT IN (SELECT member_id FROM roster WHERE member_id IS NOT NULL)
+            WHERE NOT EXISTS (SELECT 1 FROM retry_cards c
+                              WHERE c.member_id = f.member_id AND c.person_key = f.person_key)
             """
         )
         clash = _q(
@@ -1309,7 +1316,7 @@ class _Batch:
             FROM m WHERE offset_amount > 0
             """
         )
-        _drop(con, "member_net", "member_cards")  # the commit reads their results
+        _drop(con, "member_net", "member_cards", "retry_cards")  # the commit reads their results
 
     # -- outcomes and summary ---------------------------------------------
 

@@ -28,6 +28,7 @@ import polars as pl
 
 from twopay.errors import UsageError
 from twopay.identity.idnumber import id_normalise_sql
+from twopay.ledger.reconcile import LATEST_ANSWER_SQL
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
 from twopay.reports.reasons import FIXES, reason
@@ -109,18 +110,14 @@ def notice_rows_sql(unmask: bool) -> str:
         LEFT JOIN by_member bc ON bc.member_id = p.candidate_member_id
         LEFT JOIN by_person bp ON bp.person_key = p.person_key
     ),
-    returned AS (
-        -- the latest bank return of each payment (reconcile may run twice)
-        SELECT * FROM bank_returns
-        QUALIFY row_number() OVER (
-            PARTITION BY payment_id ORDER BY return_id DESC, line_number DESC) = 1
-    ),
+    -- the bank's answer as the next run reads it to re-issue
+    returned AS ({LATEST_ANSWER_SQL}),
     failed AS (
         SELECT 3, 'payment_failed', NULL, NULL, NULL, p.payment_id, p.member_id, p.name,
             NULL, p.card_no, NULL, NULL, coalesce(r.amount, p.amount), 'payment_failed',
             r.reason, NULL, p.unit_code
         FROM payments p JOIN returned r USING (payment_id)
-        WHERE p.batch_id = $batch AND lower(r.status) = 'failed'
+        WHERE p.batch_id = $batch AND r.result = 'failed'  -- what the next run re-issues
     ),
     roster_bad AS (
         -- roster records that could not be read (an empty card number, a bad
