@@ -422,9 +422,7 @@ def test_a_bank_return_of_a_header_only_is_exit_2(ws: Path, tmp_path: Path) -> N
     assert "empty.csv: the bank return has no rows" in result.output
 
 
-def test_a_retry_is_not_paid_to_whoever_holds_the_member_id_now(
-    ws: Path, tmp_path: Path
-) -> None:
+def test_a_retry_is_not_paid_to_whoever_holds_the_member_id_now(ws: Path, tmp_path: Path) -> None:
     """January's payment to M0 fails; February's roster gives member_id M0 to
     another person. The re-issue went to the newcomer's card (the payment
     still named the first person): it waits for a roster that lists the
@@ -454,9 +452,7 @@ def test_the_notice_and_the_next_run_read_a_repeated_return_row_alike(
     never be re-issued, and kept quiet about one that would."""
     jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
     first, second = jan[0], jan[1]
-    rows = [
-        (p["payment_id"], p["card_no"], p["amount"], "success", "") for p in jan[2:]
-    ] + [
+    rows = [(p["payment_id"], p["card_no"], p["amount"], "success", "") for p in jan[2:]] + [
         (first["payment_id"], first["card_no"], first["amount"], "failed", "卡号已注销"),
         (first["payment_id"], first["card_no"], first["amount"], "success", ""),
         (second["payment_id"], second["card_no"], second["amount"], "success", ""),
