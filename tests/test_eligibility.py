@@ -254,3 +254,101 @@ def test_the_boundaries_of_the_waiting_period_and_of_a_version(tmp_path: Path) -
         ("E2", "v2", Decimal("80.00")),
         ("W2", "v1", Decimal("50.00")),
     ]
+
+
+REQUIRED_PLAN = """
+scheme = "req"
+version = "1"
+effective_from = 2024-01-01
+enrollment = "required"
+categories = ["in_service", "retired"]
+base = "self_pay_1"
+
+[inpatient]
+deductible = 0
+ratio = 0.5
+"""
+
+
+def test_an_enrollment_by_member_id_follows_its_person_to_a_new_member_id(
+    tmp_path: Path,
+) -> None:
+    """Spec 2.3: an enrollment names its member by id_number or member_id;
+    a member_id names one person. Enrolled as A1 for the year, the person's
+    card was re-issued under A2 in April: the May claim was rejected
+    no_coverage, though the same enrollment by ID number paid it."""
+    ws = init_workspace(tmp_path / "ws", {"req.toml": REQUIRED_PLAN})
+    pid = person_id(1)
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [
+            ("A1", "王一", pid, "CA1", "U1", "retired", "2020-01-01", "2024-04-05"),
+            ("A2", "王一", pid, "CA2", "U1", "retired", "2024-04-06", None),
+            # 1.10105E+17 is many people: B1's enrollment is not B2's
+            ("B1", "李二", "1.10105E+17", "CB1", "U1", "retired", "2020-01-01", None),
+            ("B2", "李二", "1.10105E+17", "CB2", "U2", "retired", "2020-01-01", None),
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("T01", pid, "王一", "住院", "2024-03-10", "2024-03-01", "100", "100", None),
+            ("T02", pid, "王一", "住院", "2024-05-10", "2024-05-01", "100", "100", None),
+        ],
+    )
+    enrollments = write_csv(
+        tmp_path / "e.csv",
+        ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
+        [(None, "A1", "req", "2024-01-01", "2024-12-31")],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-05", "--settlements", settlements,
+        "--roster", roster, "--enrollments", enrollments,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert rows(
+        ws / "twopay.duckdb", "SELECT settlement_id, member_id, payout FROM lines ORDER BY 1"
+    ) == [("T01", "A1", Decimal("50.00")), ("T02", "A2", Decimal("50.00"))]
+
+
+def test_two_people_whose_ids_excel_mangled_alike_do_not_stop_the_run(tmp_path: Path) -> None:
+    """Two roster rows of different people whose ID numbers Excel turned
+    into 1.10105E+17 are not one person's records overlapping in time: the
+    run refused everyone's claims (exit 2) and told the unit to end one
+    record. Such records never match (spec 3); the rest are paid."""
+    ws = init_workspace(tmp_path / "ws", {"a.toml": A_PLAN})
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "会员1", person_id(1), "C1", "U1", "in_service", "2020-01-01", None),
+            ("M2", "会员2", "1.10105E+17", "C2", "U1", "in_service", "2020-01-01", None),
+            ("M3", "会员3", "1.10105E+17", "C3", "U2", "in_service", "2021-01-01", None),
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "会员1", "门诊", "2024-01-10", None, "100", "80", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert rows(ws / "twopay.duckdb", "SELECT settlement_id, payout FROM lines") == [
+        ("S1", Decimal("40.00"))
+    ]
+    # one person's overlapping records are still refused
+    roster.write_text(
+        roster.read_text(encoding="utf-8")
+        + f"M1,会员1,{person_id(1)},C9,U1,in_service,2023-01-01,\n",
+        encoding="utf-8",
+    )
+    refused = cli(
+        "run", "-w", ws, "--period", "2024-02", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "overlap" in refused.output

@@ -155,3 +155,49 @@ def test_a_later_line_for_the_same_settlement_wins_and_the_earlier_is_not_checke
     assert code == 0, out
     lines = [r for r in rows(ws, "2024-02", "payout_lines") if r["settlement_id"] == "JS240100104"]
     assert lines and {r["member_id"] for r in lines} == {"M00000263"}
+
+
+def test_an_accept_naming_the_persons_earlier_member_id_uses_the_record_of_the_day(
+    tmp_path: Path,
+) -> None:
+    """Spec 5: identity uses the roster record valid on the service date.
+    王一's card was re-issued under A2 in April; a reviewer accepts his held
+    May claim naming A1, the member_id they know him by. Only A1's own
+    records were looked at, so the claim was rejected membership_inactive
+    although he was a member that day."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, person_id, write_csv
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    pid = person_id(1)
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [
+            ("A1", "王一", pid, "CA1", "U1", "retired", "2020-01-01", "2024-04-05"),
+            ("A2", "王一", pid, "CA2", "U1", "retired", "2024-04-06", None),
+        ],
+    )
+    typo = pid[:-1] + ("1" if pid[-1] != "1" else "2")  # a wrong check character
+    s1 = write_csv(
+        tmp_path / "s1.csv",
+        SETTLEMENT_HEADER,
+        [("H01", typo, "王一", "门诊", "2024-05-10", None, "2100", "2000", None)],
+    )
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, [])
+
+    def batch(period: str, settlements: Path) -> None:
+        done = cli(
+            "run", "-w", ws, "--period", period, "--settlements", settlements,
+            "--roster", roster,
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+
+    batch("2024-05", s1)
+    (held,) = rows(ws, "2024-05", "review")
+    assert (held["settlement_id"], held["reason_code"]) == ("H01", "probable_id_typo")
+    (ws / "overrides.csv").write_text(HEADER + "H01,accept,A1,same person,li\n", "utf-8")
+    batch("2024-06", s2)
+    assert rows(ws, "2024-06", "rejections") == []
+    (line,) = rows(ws, "2024-06", "payout_lines")
+    assert (line["settlement_id"], line["member_id"], line["payout"]) == ("H01", "A2", "500.00")
+    assert line["match"] == "override"

@@ -380,3 +380,46 @@ def test_a_member_id_that_named_two_people_lists_them(tmp_path: Path) -> None:
     ]
     human = why(ws, "M9", "--lang", "en")
     assert human.exit_code == 0 and "several people match" in human.stdout
+
+
+def test_the_eligibility_shown_is_the_rule_file_the_batch_read(tmp_path: Path) -> None:
+    """A claim rejected waiting_period under a 30-day wait; the analyst then
+    edits the rule file (same version label) to 5 days. why showed the
+    decision beside the file as it is now (waiting_days 5, cover from
+    2024-04-06), contradicting it."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+
+    rule = (
+        'scheme = "auto"\nversion = "1"\neffective_from = 2024-01-01\n'
+        "waiting_days = 30\n[outpatient]\nratio = 0.5\n"
+    )
+    ws = init_workspace(tmp_path / "ws", {"auto.toml": rule})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张一", M001, "C1", "U1", "在职", "2024-04-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", M001, "张一", "门诊", "2024-04-25", None, "100", "100", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-04", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+
+    def scheme_shown() -> dict[str, Any]:
+        (decision,) = settlement(trace(ws, "S1"), "S1")["decisions"]
+        assert decision["code"] == "waiting_period"
+        (shown,) = decision["eligibility"]["schemes"]
+        return shown  # type: ignore[no-any-return]
+
+    assert scheme_shown()["waiting_days"] == 30
+    assert scheme_shown()["cover_starts"] == "2024-05-01"
+    (ws / "rules" / "auto.toml").write_text(rule.replace("30", "5"), encoding="utf-8")
+    # the ledger keeps the file's hash, not its text: what the batch read is
+    # no longer known, so nothing is shown rather than the file of today
+    shown = scheme_shown()
+    assert "waiting_days" not in shown and "cover_starts" not in shown

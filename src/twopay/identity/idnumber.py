@@ -253,6 +253,11 @@ def id_digits_sql(col: str) -> str:
     return f"TRY_CAST(left({col}, 17) AS BIGINT)"
 
 
+# the day a run checks birth dates against (a birth date after it is invalid):
+# the run's, set by identity.match for its connection
+TODAY_SQL = "coalesce(getvariable('identity_today'), current_date)"
+
+
 def id_problem_sql(col: str, today_sql: str, n17: str | None = None) -> str:
     """SQL for validate_id over an already normalised column: NULL when valid,
     else the problem code. ``today_sql`` is a DATE expression, normally a

@@ -39,7 +39,7 @@ from twopay.errors import (
     oom_advice,
 )
 from twopay.faults import fault_point
-from twopay.identity.idnumber import id_normalise_sql, id_problem_sql, mask_text
+from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql, mask_text
 from twopay.identity.match import (
     exact_detail_sql,
     exact_evidence_sql,
@@ -940,16 +940,28 @@ class _Batch:
                 SELECT * FROM ovr_typed
                 QUALIFY row_number() OVER (PARTITION BY settlement_id ORDER BY line_number DESC) = 1
             ),
+            -- the member_id names a person (check_roster_member_ids): the
+            -- record is theirs valid on the service date, else their latest
+            -- (spec 5), whichever of their member_ids the reviewer wrote. Only
+            -- a valid ID number names a person; records under an invalid one
+            -- (1.10105E+17 is many people) are the member_id's own.
+            named AS (
+                SELECT DISTINCT member_id, person_key FROM roster
+                WHERE member_id IN (SELECT member_id FROM ovr WHERE decision = 'accept')
+            ),
             member_rec AS (
                 SELECT w.wid, r.record_key, r.person_key,
                        row_number() OVER (
                            PARTITION BY w.wid
                            ORDER BY (r.valid_from <= w.service_date
                                      AND (r.valid_to IS NULL OR w.service_date <= r.valid_to)) DESC,
-                                    r.valid_from DESC) AS pick
+                                    r.member_id = o.member_id DESC,
+                                    r.valid_from DESC, r.record_key DESC) AS pick
                 FROM work w
                 JOIN ovr o ON o.settlement_id = w.settlement_id AND o.decision = 'accept'
-                JOIN roster r ON r.member_id = o.member_id
+                JOIN named p ON p.member_id = o.member_id
+                JOIN roster r ON r.person_key = p.person_key
+                WHERE r.member_id = o.member_id OR {id_problem_sql("r.person_key", TODAY_SQL)} IS NULL
             )
             -- what eligibility reads: not the ID number and name as given,
             -- which identity has done with (at a year in one batch, GBs)

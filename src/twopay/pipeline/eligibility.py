@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from twopay.errors import UsageError
-from twopay.identity.idnumber import id_normalise_sql
+from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql
 from twopay.io.readers import sql_literal
 from twopay.ledger.tables import insert_rows
 from twopay.rules.loader import RuleSet
@@ -40,9 +40,16 @@ FROM o
 
 def check_roster_overlaps(con: duckdb.DuckDBPyConnection, roster_path: Path) -> None:
     """Spec 2.1: one person's records must not overlap in time (exit 2, both rows)."""
+    # A value Excel turned into a number (1.10105E+17) is no ID number: such
+    # records never match (spec 3), and different people share the value, so
+    # their dates are not one person's records overlapping.
     rows = con.execute(
-        "SELECT prev_line, line_number FROM roster_time WHERE overlaps_prev "
-        "ORDER BY prev_line LIMIT 1"
+        f"""
+        SELECT t.prev_line, t.line_number FROM roster_time t JOIN roster r USING (record_key)
+        WHERE t.overlaps_prev
+          AND {id_problem_sql("r.person_key", TODAY_SQL)} IS DISTINCT FROM 'excel_mangled'
+        ORDER BY t.prev_line LIMIT 1
+        """
     ).fetchall()
     if rows:
         raise UsageError(
@@ -228,9 +235,21 @@ def check(
                 FROM c JOIN e ON e.person_key = c.person_key
                 WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
                 UNION ALL
+                -- a member_id names a person (check_roster_member_ids): the
+                -- enrollment is theirs whichever member_id the record of the
+                -- service date carries (a card re-issued under a new one).
+                -- Only a valid ID number names one person: records under
+                -- 1.10105E+17 (many people) are each member_id's own.
                 SELECT c.row_batch_id, c.row_key, e.scheme, e.valid_from
-                FROM c JOIN e ON e.member_id = c.member_id
-                WHERE e.valid_from <= c.service_date AND c.service_date <= e.valid_to
+                FROM c
+                JOIN (
+                    SELECT DISTINCT member_id, person_key,
+                        {id_problem_sql("person_key", TODAY_SQL)} IS NULL AS one_person
+                    FROM roster WHERE member_id IN (SELECT member_id FROM e)
+                ) m ON m.person_key = c.person_key
+                JOIN e ON e.member_id = m.member_id
+                WHERE (m.one_person OR m.member_id = c.member_id)
+                  AND e.valid_from <= c.service_date AND c.service_date <= e.valid_to
             )
             GROUP BY ALL
             """

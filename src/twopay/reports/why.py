@@ -467,7 +467,7 @@ def line_trace(line: Mapping[str, Any], rules: RuleBook) -> dict[str, Any]:
     return out
 
 
-def _eligibility(raw: str | None, service_date: object, rules: RuleBook) -> Any:
+def _eligibility(raw: str | None, service_date: object, rules: RuleBook, batch_id: int) -> Any:
     data = _json_or_text(raw)
     if not isinstance(data, dict):
         return data
@@ -483,7 +483,9 @@ def _eligibility(raw: str | None, service_date: object, rules: RuleBook) -> Any:
     stages = {1: "no_coverage", 2: "waiting_period", 3: "no_rule_version", 4: "passed"}
     for s in data.get("schemes") or []:
         s["result"] = stages.get(int(s.get("stage") or 0), "unknown")
-        loaded = rules.current.get((s.get("scheme"), s.get("version")))
+        # the file as the batch read it: a file changed since then would show
+        # parameters (waiting_days, cover_starts) the decision was not made with
+        loaded = rules.version(batch_id, str(s.get("scheme")), str(s.get("version")))
         if loaded is not None:
             s["waiting_days"] = loaded.rule.waiting_days
             s["categories"] = list(loaded.rule.categories)
@@ -578,7 +580,9 @@ def _trace(
                 "match": o["match"],
                 "candidate_member_id": o["candidate_member_id"],
                 "identity": _json_or_text(o["identity"]),
-                "eligibility": _eligibility(o["eligibility"], decided["service_date"], rules),
+                "eligibility": _eligibility(
+                    o["eligibility"], decided["service_date"], rules, int(o["batch_id"])
+                ),
             }
         )
     for line in lines:
