@@ -51,6 +51,26 @@ def test_rules_check_shows_every_version_and_when_it_is_in_force(tmp_path: Path)
     table = cli("rules", "check", "-w", ws)
     assert table.exit_code == 0 and "valid" in table.output
     assert all(v["scheme"][:8] in table.output for v in versions)
+    # at 80 columns (a pipe) the dates the table is for are whole, not "2024-0…"
+    assert all(v["from"] in table.output for v in versions)
+
+
+def test_a_rule_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows Notepad saves UTF-8 with a BOM: the file was refused as 'not
+    valid TOML (line 1, column 1)', naming no key and no cause."""
+    rule = (
+        'scheme = "bj-inservice-supplementary"\nversion = "2024-first-half-revised"\n'
+        "effective_from = 2024-01-01\neffective_to = 2024-06-30\n"
+        "[outpatient]\nratio = 0.5\n[inpatient]\nratio = 0.5\n"
+    )
+    ws = init_workspace(tmp_path / "ws", {})
+    path = ws / "rules" / "bj-inservice-supplementary-2024-first-half-revised.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + rule.encode())
+    shown = cli("rules", "check", "-w", ws, "--json")
+    assert shown.exit_code == 0, shown.output
+    # long names fold; the dates the table is for stay whole at 80 columns
+    table = cli("rules", "check", "-w", ws)
+    assert "2024-01-01" in table.output and "2024-06-30" in table.output, table.output
 
 
 def test_a_period_that_is_not_a_month_is_exit_2(tmp_path: Path) -> None:

@@ -423,3 +423,33 @@ def test_the_eligibility_shown_is_the_rule_file_the_batch_read(tmp_path: Path) -
     # no longer known, so nothing is shown rather than the file of today
     shown = scheme_shown()
     assert "waiting_days" not in shown and "cover_starts" not in shown
+
+
+def test_a_name_written_in_traditional_is_found_in_any_mix_of_forms(tmp_path: Path) -> None:
+    """Spec 3: Traditional and Simplified compare as equal. The roster and
+    the settlement write 張偉: why 張偉 found him, but 张伟 and 張伟 were
+    'nothing in the ledger matches' (only the key was converted)."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+
+    ws = init_workspace(tmp_path / "ws")
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "張偉", M001, "C1", "U1", "在职", "2010-01-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S2", M001, "張偉", "门诊", "2024-03-02", None, "5000", "3000", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    for key in ("張偉", "张伟", "張伟", "张 伟"):
+        t = trace(ws, key)
+        assert t["matched_by"] == "name" and [s["settlement_id"] for s in t["settlements"]] == [
+            "S2"
+        ], key
+    assert why(ws, "张卫").exit_code == 2  # a homophone is another name

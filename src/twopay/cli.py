@@ -436,7 +436,8 @@ def rules_check(directory: Path | None, workspace: Path | None, as_json: bool) -
         return
     table = Table(title=f"rules in {folder}: valid")
     for col in ("scheme", "version", "from", "to", "enrollment", "visit_types", "file"):
-        table.add_column(col)
+        # the dates are what this table is for: never cut to "2024-03-…"
+        table.add_column(col, no_wrap=col in ("from", "to"), overflow="fold")
     for r in rows:
         table.add_row(*r.values())
     console.print(table)
@@ -680,7 +681,9 @@ def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) 
     t = report["total"]
     table = Table(title=f"plan year {year}: actual vs simulated ({rules_dir})")
     for col in ("lines", "settlements", "members", "actual", "simulated", "change", "change %"):
-        table.add_column(col, justify="right")
+        # figures are never cut to "1951345.…" at 80 columns (or in a pipe)
+        money = col in ("actual", "simulated", "change")
+        table.add_column(col, justify="right", no_wrap=money, overflow="fold")
     table.add_row(
         str(t["lines"]),
         str(t["settlements"]),
@@ -698,13 +701,13 @@ def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) 
     ):
         table = Table(title=title)
         for col in (group, "actual", "simulated", "change"):
-            table.add_column(col, justify="left" if col == group else "right")
+            table.add_column(col, justify="left" if col == group else "right", no_wrap=True)
         for row in report[key][:20]:
             table.add_row(row[group], row["actual"], row["simulated"], row["change"])
         console.print(table)
     table = Table(title="by band (per person-time)")
     for col in ("band", "actual n", "actual", "simulated n", "simulated", "change"):
-        table.add_column(col, justify="left" if col == "band" else "right")
+        table.add_column(col, justify="left" if col == "band" else "right", no_wrap=True)
     for row in report["by_band"]:
         table.add_row(
             row["band"],
@@ -722,9 +725,8 @@ def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) 
     )
     table = Table(title="largest changes per member")
     for col in ("member_id", "name", "unit_code", "actual", "simulated", "change"):
-        table.add_column(
-            col, justify="right" if col in ("actual", "simulated", "change") else "left"
-        )
+        money = col in ("actual", "simulated", "change")
+        table.add_column(col, justify="right" if money else "left", no_wrap=money)
     for row in report["largest_changes"]:
         table.add_row(
             row["member_id"],

@@ -69,6 +69,25 @@ def to_simplified_many(names: list[str]) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=4)
+def _converter(config: str) -> OpenCC:
+    return OpenCC(config)
+
+
+def same_name_pattern(name: str) -> str:
+    """A regex (RE2, for DuckDB) matching a normalised name written in any mix
+    of Simplified and Traditional characters (spec 3: they compare equal):
+    each character's class holds its Simplified form and the Traditional
+    forms of it (张 -> [张張]), so 張伟 finds 张伟 and 張偉 alike."""
+    classes = []
+    for ch in name:
+        simple = _t2s().convert(ch)
+        forms = {ch, simple} | {_converter(c).convert(simple) for c in ("s2t", "s2tw", "s2hk")}
+        body = "".join(sorted("\\" + f if f in "\\]^-[" else f for f in forms if len(f) == 1))
+        classes.append(f"[{body}]")
+    return "".join(classes)
+
+
 @lru_cache(maxsize=65536)
 def _char_pinyin(ch: str) -> str:
     return lazy_pinyin(ch)[0]

@@ -33,7 +33,7 @@ from rich.text import Text
 from twopay.errors import RuleFileError, UsageError
 from twopay.identity.idnumber import id_normalise_sql, mask_id, mask_text
 from twopay.identity.idnumber import normalise_id as normalise_id_number
-from twopay.identity.names import name_norm_sql, normalise_name, to_simplified_many
+from twopay.identity.names import name_norm_sql, normalise_name, same_name_pattern
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
 from twopay.reports.reasons import reason
@@ -118,7 +118,7 @@ FROM everyone e ORDER BY e.person_key
 PEOPLE_BY_NAME_SQL = f"""
 WITH named_roster AS (
     SELECT person_key, member_id, name, unit_code, batch_id FROM roster_records
-    WHERE {name_norm_sql("name")} = $name
+    WHERE regexp_full_match({name_norm_sql("name")}, $name)
 ),
 people AS (
     SELECT person_key, list(DISTINCT member_id ORDER BY member_id) AS member_ids,
@@ -133,7 +133,7 @@ unmatched AS (
     SELECT {id_normalise_sql("s.id_number")} AS person_key, [] AS member_ids, any_value(s.name) AS name,
            [] AS unit_codes
     FROM settlements s
-    WHERE {name_norm_sql("s.name")} = $name AND s.id_number IS NOT NULL
+    WHERE regexp_full_match({name_norm_sql("s.name")}, $name) AND s.id_number IS NOT NULL
       AND {id_normalise_sql("s.id_number")} NOT IN (SELECT person_key FROM people)
       AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.row_batch_id = s.batch_id
                       AND o.row_key = s.row_key
@@ -288,11 +288,8 @@ def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | tuple[str, li
         # one member_id, several people: never "nothing matches"
         return "member_id", _rows(con, PEOPLE_BY_MEMBER_SQL, {"key": text})
 
-    named = _rows(con, PEOPLE_BY_NAME_SQL, {"name": normalise_name(text)})
-    if not named:  # 張偉 asks for 张伟, as identity matches them (spec 3)
-        simplified = to_simplified_many([normalise_name(text)])[0]
-        if simplified != normalise_name(text):
-            named = _rows(con, PEOPLE_BY_NAME_SQL, {"name": simplified})
+    # 張偉, 张伟 and 張伟 find one another, as identity matches them (spec 3)
+    named = _rows(con, PEOPLE_BY_NAME_SQL, {"name": same_name_pattern(normalise_name(text))})
     if len(named) == 1:
         pk = str(named[0]["person_key"])
         id18, id15 = (pk, pk) if not _ID_SHAPE.match(pk) else normalise_id(pk)

@@ -120,7 +120,8 @@ def load_rule_file(path: Path) -> LoadedVersion:
     except OSError as exc:
         raise RuleFileError(f"{path}: cannot read the rule file ({exc.strerror}).") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Notepad and Excel save UTF-8 with a byte-order mark
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise RuleFileError(f"{path}: the rule file is not UTF-8 text.") from None
     except tomllib.TOMLDecodeError as exc:
