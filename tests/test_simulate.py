@@ -322,3 +322,21 @@ def test_who_gains_or_loses_is_a_person_whatever_member_ids_they_had(tmp_path: P
     assert [(m["member_id"], m["member_ids"], m["change"]) for m in report["largest_changes"]] == [
         ("M1b", ["M1", "M1b"], "-1500.00")
     ]
+
+
+def test_other_rules_that_change_who_is_covered_say_the_replay_leaves_it_out(
+    hand_ws: Path, tmp_path: Path
+) -> None:
+    """The replay recomputes the lines actually adjudicated; it does not
+    decide eligibility again. A 36600-day wait reported 'change 0.00' where
+    a run under it pays nothing: the report now says what it leaves out.
+    Rules that change only the money say nothing."""
+    waiting = SIMPLE_RULE.replace(
+        'base = "self_pay_1"', 'base = "self_pay_1"\nwaiting_days = 36600'
+    )
+    report = simulate(hand_ws, rules_dir(tmp_path / "wait", waiting))
+    (warning,) = report["warnings"]
+    assert "test-plan" in warning and "does not re-decide eligibility" in warning
+    text = cli("simulate", "-w", hand_ws, "--year", 2024, "--rules", tmp_path / "wait")
+    assert text.exit_code == 0 and "warning: the other rules change who is covered" in text.output
+    assert simulate(hand_ws, rules_dir(tmp_path / "money", CHANGED_RULE))["warnings"] == []

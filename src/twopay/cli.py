@@ -670,7 +670,12 @@ def reconcile(
 @_json_option
 @handled
 def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) -> None:
-    """Replay a plan year under other rules, beside the actual (the ledger is only read)."""
+    """Replay a plan year under other rules, beside the actual (the ledger is only read).
+
+    The lines actually adjudicated are recomputed; who is covered (categories,
+    enrollment, waiting_days, visit types) is not decided again: when the
+    other rules change it, a warning says so.
+    """
     from twopay.ledger.workspace import open_workspace
     from twopay.simulate import simulate as do_simulate
 
@@ -694,6 +699,8 @@ def simulate(year: int, rules_dir: Path, workspace: Path | None, as_json: bool) 
         t["change_pct"] or "-",
     )
     console.print(table)
+    for warning in report.get("warnings", []):
+        err.print(f"warning: {warning}")
     for title, key, group in (
         ("by visit type", "by_visit_type", "visit_type"),
         ("by scheme", "by_scheme", "scheme"),

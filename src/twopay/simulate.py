@@ -30,11 +30,12 @@ from typing import Any
 
 import duckdb
 
-from twopay.errors import UsageError
+from twopay.errors import RuleFileError, UsageError
 from twopay.ledger.workspace import Workspace
 from twopay.reports.render import band_labels, band_sql
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate, load_params
 from twopay.rules.loader import RuleSet, load_rules
+from twopay.rules.models import VISIT_TYPES
 
 LARGEST = 20  # members listed under largest_changes
 
@@ -178,6 +179,64 @@ ORDER BY abs(t.change) DESC, t.member_id
 """
 
 
+# Settlements of the year that no scheme covered: the replay leaves them out
+# (eligibility is not re-decided), so other rules that would cover them show
+# no cost for them.
+UNREPLAYED_SQL = """
+SELECT o.code, count(*)
+FROM outcomes AS o
+JOIN settlements AS s ON s.batch_id = o.row_batch_id AND s.row_key = o.row_key
+WHERE o.outcome = 'rejected' AND o.code IN ('no_coverage', 'waiting_period', 'no_rule_version')
+  AND year(s.service_date) = ?
+GROUP BY o.code ORDER BY o.code
+"""
+
+
+def _coverage(rules: RuleSet) -> dict[str, list[tuple[object, ...]]]:
+    """What decides who a scheme covers (spec 5: coverage, waiting period, a
+    version in force), per scheme: the replay does not re-decide it."""
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for v in rules.versions:
+        r = v.rule
+        out.setdefault(r.scheme, []).append(
+            (
+                r.effective_from,
+                r.effective_to,
+                r.enrollment,
+                tuple(sorted(r.categories)),
+                r.waiting_days,
+                tuple(t for t in VISIT_TYPES if r.visit(t) is not None),
+            )
+        )
+    return out
+
+
+def coverage_warnings(
+    ws: Workspace, con: duckdb.DuckDBPyConnection, rules: RuleSet, year: int
+) -> list[str]:
+    """Say so when the other rules change who is covered: the replay keeps
+    the actual eligibility, so its figures would silently leave that out."""
+    try:
+        current = load_rules(ws.rules_dir)
+    except RuleFileError:
+        return []
+    ours, theirs = _coverage(current), _coverage(rules)
+    changed = sorted(s for s in set(ours) | set(theirs) if ours.get(s) != theirs.get(s))
+    if not changed:
+        return []
+    out = [
+        f"the other rules change who is covered by scheme(s) {', '.join(changed)} (dates in "
+        "force, categories, enrollment, waiting_days or visit types); the simulation replays "
+        "only the lines actually adjudicated and does not re-decide eligibility, so its "
+        "figures leave out settlements newly covered and still pay those no longer covered."
+    ]
+    left_out = con.execute(UNREPLAYED_SQL, [year]).fetchall()
+    if left_out:
+        counts = ", ".join(f"{n} {code}" for code, n in left_out)
+        out.append(f"settlements of {year} rejected for coverage and not replayed: {counts}.")
+    return out
+
+
 def simulate(ws: Workspace, year: int, rules_dir: Path) -> dict[str, Any]:
     """Replay plan year ``year`` under the rules in ``rules_dir``; the ledger is
     only read. Returns the comparison (amounts as two-decimal strings)."""
@@ -193,6 +252,7 @@ def simulate(ws: Workspace, year: int, rules_dir: Path) -> dict[str, Any]:
         report = compare(con, year, list(ws.settings.run.bands))
         report["rules"] = rules.manifest()
         report["batches"] = len(batches)
+        report["warnings"] = coverage_warnings(ws, con, rules, year)
         return report
     finally:
         con.close()
