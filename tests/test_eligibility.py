@@ -352,3 +352,31 @@ def test_two_people_whose_ids_excel_mangled_alike_do_not_stop_the_run(tmp_path: 
         "--roster", roster,
     )  # fmt: skip
     assert refused.exit_code == 2 and "overlap" in refused.output
+
+
+def test_a_run_without_enrollments_says_so_in_the_detail(tmp_path: Path) -> None:
+    """A scheme that requires enrollment, run without --enrollments: every
+    claim fails it. The detail blamed each member ('no enrollment in force');
+    it names the missing file."""
+    ws = init_workspace(tmp_path / "ws", {"req.toml": REQUIRED_PLAN})
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [("M1", "会员1", person_id(1), "C1", "U1", "in_service", "2020-01-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "会员1", "住院", "2024-01-10", "2024-01-08", "100", "80", None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert rows(ws / "twopay.duckdb", "SELECT code, detail FROM outcomes") == [
+        (
+            "no_coverage",
+            "req: no enrollment in force on 2024-01-10 (the run was given no --enrollments file)",
+        )
+    ]

@@ -162,6 +162,9 @@ def _scheme_check_sql(k: int, scheme: str, has_enrollments: bool) -> tuple[str, 
         f"(CASE c.visit_type WHEN 'outpatient' THEN {v}.has_outpatient ELSE {v}.has_inpatient END)"
     )
     label = sql_literal(scheme)
+    # a run without --enrollments: every required scheme fails for everyone,
+    # and the detail says why rather than blaming each member
+    unfiled = "" if has_enrollments else " || ' (the run was given no --enrollments file)'"
     cols = f"""
         CASE WHEN c.checked THEN {v}.version END AS version_{k},
         CASE WHEN NOT c.checked THEN NULL
@@ -176,7 +179,7 @@ def _scheme_check_sql(k: int, scheme: str, has_enrollments: bool) -> tuple[str, 
             WHEN NOT list_contains({v}.categories, c.category)
                 THEN {label} || ': category ' || c.category || ' not covered'
             WHEN {v}.enrollment = 'required' AND {enrolled} IS NULL
-                THEN {label} || ': no enrollment in force on ' || c.service_date::VARCHAR
+                THEN {label} || ': no enrollment in force on ' || c.service_date::VARCHAR{unfiled}
             WHEN NOT {covers}
                 THEN {label} || ': ' || c.visit_type || ' not covered'
             WHEN c.service_date < {start} + {v}.waiting_days
