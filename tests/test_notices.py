@@ -366,3 +366,29 @@ def test_a_card_number_excel_converted_reaches_its_unit(tmp_path: Path) -> None:
         "roster line 3: card_no 6.22202E+18 looks like a number Excel converted; "
         "the bank cannot pay into it"
     )
+
+
+def test_an_id_excel_mangled_names_no_unit_whatever_the_roster_order(tmp_path: Path) -> None:
+    """Two people whose roster IDs Excel turned into 1.10105E+17, and a claim
+    under that value (invalid_id_number, never guessed): its notice went to
+    the unit of whichever of them the roster listed first, naming them."""
+    for order in ("ab", "ba"):
+        ws = init_workspace(tmp_path / order, {"t.toml": SIMPLE_RULE})
+        people = {
+            "a": ("M1", "张三", "1.10105E+17", "C1", "UA", "在职", "2020-01-01", None),
+            "b": ("M2", "李四", "1.10105E+17", "C2", "UB", "在职", "2020-01-01", None),
+        }
+        roster = write_csv(tmp_path / f"{order}-r.csv", ROSTER_HEADER, [people[k] for k in order])
+        settlements = write_csv(
+            tmp_path / f"{order}-s.csv",
+            SETTLEMENT_HEADER,
+            [("S1", "1.10105E+17", "张三", "门诊", "2024-03-01", None, "9000", "5000", None)],
+        )
+        done = cli(
+            "run", "-w", ws, "--period", "2024-03", "--settlements", settlements,
+            "--roster", roster,
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        out = notices(ws, "--period", "2024-03")
+        counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
+        assert counts == {None: {"rejection": 1}}, (order, counts)

@@ -469,3 +469,43 @@ def test_the_notice_and_the_next_run_read_a_repeated_return_row_alike(
     assert noticed == {first["payment_id"]}
     feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
     assert {p["retry_of"] for p in feb if p["retry_of"]} == noticed
+
+
+def test_a_member_id_given_to_another_person_nets_each_person_apart(
+    ws: Path, tmp_path: Path
+) -> None:
+    """M1 was person A's in January (paid for S1), and is person B's in
+    February, when A's S1 is reversed and B claims S2. The clawback was
+    netted against B's payment under M1: B was not paid and A's debt
+    vanished, with the books 'balanced' at 0."""
+    a, b = person_id(1), person_id(2)
+    head = ROSTER_HEADER
+    r1 = write_csv(
+        tmp_path / "r1.csv", head, [("M1", "张三", a, "CA", "U1", "在职", "2020-01-01", None)]
+    )
+    r2 = write_csv(
+        tmp_path / "r2.csv", head, [("M1", "李四", b, "CB", "U1", "在职", "2020-01-01", None)]
+    )
+    s1 = write_csv(
+        tmp_path / "s1.csv",
+        SETTLEMENT_HEADER,
+        [("S1", a, "张三", "门诊", "2024-01-10", None, "5000", "3000", None)],
+    )
+    s2 = write_csv(
+        tmp_path / "s2.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("R1", a, "张三", "门诊", "2024-02-05", None, "-5000", "-3000", "S1"),
+            ("S2", b, "李四", "门诊", "2024-02-06", None, "5000", "3000", None),
+        ],
+    )
+    assert run(ws, "2024-01", s1, r1).exit_code == 0  # type: ignore[attr-defined]
+    assert read(ws / "reports" / "2024-01" / "payouts.csv")[0]["amount"] == "1000.00"
+    assert run(ws, "2024-02", s2, r2).exit_code == 0  # type: ignore[attr-defined]
+    feb = ws / "reports" / "2024-02"
+    assert [(p["member_id"], p["card_no"], p["amount"]) for p in read(feb / "payouts.csv")] == [
+        ("M1", "CB", "1000.00")
+    ]
+    assert [
+        (r["member_id"], r["amount"], r["settlement_ids"]) for r in read(feb / "recoveries.csv")
+    ] == [("M1", "1000.00", "R1")]

@@ -340,3 +340,23 @@ def test_other_rules_that_change_who_is_covered_say_the_replay_leaves_it_out(
     text = cli("simulate", "-w", hand_ws, "--year", 2024, "--rules", tmp_path / "wait")
     assert text.exit_code == 0 and "warning: the other rules change who is covered" in text.output
     assert simulate(hand_ws, rules_dir(tmp_path / "money", CHANGED_RULE))["warnings"] == []
+
+
+def test_a_member_is_named_by_their_latest_record_whatever_the_roster_order(
+    tmp_path: Path,
+) -> None:
+    """One member_id, two records: 王芳 to 2023, 王晓芳 from 2024. The name
+    shown was whichever record came last in the roster file."""
+    p = person_id(1)
+    records = [
+        ("M1", "王晓芳", p, "C1", "U1", "在职", "2024-01-01", None),
+        ("M1", "王芳", p, "C1", "U1", "在职", "2020-01-01", "2023-12-31"),
+    ]
+    rows = [("S1", p, "王晓芳", "门诊", "2024-03-10", None, "3000", "3000", None)]
+    for order, listed in (("new-first", records), ("old-first", records[::-1])):
+        ws = init_workspace(tmp_path / order, {"t.toml": SIMPLE_RULE})
+        r = write_csv(tmp_path / f"{order}-r.csv", ROSTER_HEADER, listed)
+        s = write_csv(tmp_path / f"{order}-s.csv", SETTLEMENT_HEADER, rows)
+        assert run(ws, "2024-03", s, r).exit_code == 0  # type: ignore[attr-defined]
+        report = simulate(ws, rules_dir(tmp_path / f"{order}-other", CHANGED_RULE))
+        assert [m["name"] for m in report["largest_changes"]] == ["王晓芳"], order

@@ -169,7 +169,7 @@ WITH top AS (
     ORDER BY abs(change) DESC, member_id LIMIT ?
 ),
 names AS (
-    SELECT member_id, arg_max(name, batch_id) AS name
+    SELECT member_id, arg_max(name, (batch_id, valid_from, record_key)) AS name
     FROM roster_records WHERE member_id IN (SELECT member_id FROM top)
     GROUP BY member_id
 )

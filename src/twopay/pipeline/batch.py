@@ -1206,7 +1206,7 @@ class _Batch:
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE member_cards AS
-            SELECT member_id, name, card_no, unit_code, bank_account FROM roster
+            SELECT member_id, person_key, name, card_no, unit_code, bank_account FROM roster
             WHERE member_id IN (SELECT member_id FROM batch_lines
                                 UNION SELECT member_id FROM batch_failed)
             QUALIFY row_number() OVER (
@@ -1217,9 +1217,10 @@ class _Batch:
             f"""
             CREATE OR REPLACE TEMP TABLE member_net AS
             WITH net AS (
-                SELECT member_id, any_value(person_key) AS person_key, sum(payout) AS gross,
-                       count(*) AS n_lines
-                FROM batch_lines GROUP BY member_id
+                -- a member_id re-used by another person since (a clawback of the
+                -- earlier holder's line): each person's lines are netted apart
+                SELECT member_id, person_key, sum(payout) AS gross, count(*) AS n_lines
+                FROM batch_lines GROUP BY member_id, person_key
             ),
             owed AS (
                 SELECT person_key, sum(amount) AS outstanding
@@ -1237,7 +1238,7 @@ class _Batch:
                 CASE WHEN r.gross > 0
                     THEN least(r.gross, greatest(r.outstanding - r.before, 0)) ELSE 0 END
                     AS offset_amount
-            FROM ranked r LEFT JOIN member_cards c USING (member_id)
+            FROM ranked r LEFT JOIN member_cards c USING (member_id, person_key)
             """,
             [self.prior_arg],
         )
@@ -1312,13 +1313,13 @@ class _Batch:
                 WHERE gross < 0 OR offset_amount > 0
             ),
             ids AS (
-                SELECT member_id,
+                SELECT member_id, person_key,
                        string_agg(DISTINCT settlement_id, ';' ORDER BY settlement_id)
                            AS settlement_ids
-                FROM batch_lines SEMI JOIN owing USING (member_id)
-                GROUP BY member_id
+                FROM batch_lines SEMI JOIN owing USING (member_id, person_key)
+                GROUP BY member_id, person_key
             ),
-            m AS (SELECT * FROM owing JOIN ids USING (member_id))
+            m AS (SELECT * FROM owing JOIN ids USING (member_id, person_key))
             SELECT {self.batch_id} AS batch_id, person_key, member_id,
                    CAST(-gross AS DECIMAL(18,2)) AS amount, settlement_ids, 'owed' AS kind
             FROM m WHERE gross < 0

@@ -27,7 +27,7 @@ import duckdb
 import polars as pl
 
 from twopay.errors import UsageError
-from twopay.identity.idnumber import id_normalise_sql
+from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql
 from twopay.ledger.reconcile import LATEST_ANSWER_SQL
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
@@ -55,11 +55,16 @@ def notice_rows_sql(unmask: bool) -> str:
     WITH roster AS (SELECT * FROM roster_records WHERE batch_id = $batch),
     by_member AS (
         SELECT member_id, unit_code FROM roster
-        QUALIFY row_number() OVER (PARTITION BY member_id ORDER BY valid_from DESC) = 1
+        QUALIFY row_number() OVER (
+            PARTITION BY member_id ORDER BY valid_from DESC, record_key DESC) = 1
     ),
+    -- an ID Excel turned into a number (1.10105E+17) is many people, not one
+    -- (spec 3: never guessed): it names no person, so no unit either
     by_person AS (
         SELECT person_key, member_id, unit_code FROM roster
-        QUALIFY row_number() OVER (PARTITION BY person_key ORDER BY valid_from DESC) = 1
+        WHERE {id_problem_sql("person_key", TODAY_SQL)} IS DISTINCT FROM 'excel_mangled'
+        QUALIFY row_number() OVER (
+            PARTITION BY person_key ORDER BY valid_from DESC, record_key DESC) = 1
     ),
     -- an ID whose only roster record could not be read: its settlements are
     -- rejected not_a_member, and the record's own unit is the one to fix it

@@ -120,7 +120,8 @@ def report_queries(lang: str, unmask: bool) -> dict[str, tuple[str, str]]:
             SELECT member_id, amount, settlement_ids FROM recoveries
             WHERE batch_id = $batch AND kind = 'owed'
             """,
-            "r.member_id",
+            # two people may owe under one member_id (re-used since): a total order
+            "r.member_id, r.settlement_ids",
         ),
         "payout_lines": (
             """

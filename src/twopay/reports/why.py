@@ -117,12 +117,12 @@ FROM everyone e ORDER BY e.person_key
 
 PEOPLE_BY_NAME_SQL = f"""
 WITH named_roster AS (
-    SELECT person_key, member_id, name, unit_code, batch_id FROM roster_records
+    SELECT person_key, member_id, name, unit_code, batch_id, valid_from, record_key FROM roster_records
     WHERE regexp_full_match({name_norm_sql("name")}, $name)
 ),
 people AS (
     SELECT person_key, list(DISTINCT member_id ORDER BY member_id) AS member_ids,
-           arg_max(name, batch_id) AS name,
+           arg_max(name, (batch_id, valid_from, record_key)) AS name,
            list(DISTINCT unit_code ORDER BY unit_code) AS unit_codes
     FROM named_roster GROUP BY person_key
 ),
@@ -156,7 +156,7 @@ everyone AS (
     SELECT k.person_key,
            list(DISTINCT r.member_id ORDER BY r.member_id) FILTER (r.member_id IS NOT NULL)
                AS member_ids,
-           arg_max(r.name, r.batch_id) AS name,
+           arg_max(r.name, (r.batch_id, r.valid_from, r.record_key)) AS name,
            list(DISTINCT r.unit_code ORDER BY r.unit_code) FILTER (r.unit_code IS NOT NULL)
                AS unit_codes
     FROM keys k LEFT JOIN roster_records r USING (person_key)
