@@ -392,3 +392,41 @@ def test_an_id_excel_mangled_names_no_unit_whatever_the_roster_order(tmp_path: P
         out = notices(ws, "--period", "2024-03")
         counts = {u["unit_code"]: u["counts"] for u in out["units"]}  # type: ignore[union-attr]
         assert counts == {None: {"rejection": 1}}, (order, counts)
+
+
+def test_a_replaced_batch_takes_its_notices_with_it(tmp_path: Path) -> None:
+    """Notices written for a batch that --replace then replaced asked units
+    to fix rows the period no longer holds; an analyst's own file stays."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张伟", person_id(1), "C1", "U1", "在职", "2020-01-01", None)],
+    )
+    wrong = write_csv(
+        tmp_path / "s1.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "王芳", "门诊", "2024-01-05", None, "100", "50", None)],
+    )
+    right = write_csv(
+        tmp_path / "s2.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "张伟", "门诊", "2024-01-05", None, "100", "50", None)],
+    )
+
+    def run(settlements: Path, *extra: str) -> None:
+        done = cli(
+            "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+            "--roster", roster, *extra,
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+
+    run(wrong)
+    notices(ws, "--period", "2024-01")
+    folder = ws / "reports" / "2024-01" / "notices"
+    assert {p.name for p in folder.iterdir()} == {"unit-U1.csv", "unit-U1.xlsx"}
+    (folder / "called U1.txt").write_text("phoned them on Monday", encoding="utf-8")
+    run(wrong)  # the same inputs: nothing changes, the notices stand
+    assert (folder / "unit-U1.csv").exists()
+    run(right, "--replace")
+    assert {p.name for p in folder.iterdir()} == {"called U1.txt"}

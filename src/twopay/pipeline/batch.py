@@ -267,12 +267,27 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             drop_temporaries(con)
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
+            if replacing is not None:
+                _drop_stale_notices(ws.reports_dir(opts.period) / "notices")
             return RunResult(batch_id, opts.period, summary, out_dir)
         finally:
             con.close()
 
 
 READ_SETTINGS = "the reading settings (--encoding, [aliases])"
+
+
+def _drop_stale_notices(folder: Path) -> None:
+    """The notices `twopay notices` wrote for a batch that --replace has just
+    replaced name rows, failures and reviews that batch no longer holds: they
+    go (run `twopay notices` again for the new batch). Only twopay's own
+    notice files are touched."""
+    from twopay.reports.notices import NOTICE_FILE_RE
+
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_file() and NOTICE_FILE_RE.match(old.name):
+                old.unlink()
 
 
 def _changed_inputs(
