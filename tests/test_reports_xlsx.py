@@ -159,6 +159,23 @@ def test_a_large_table_is_capped_and_says_so(tmp_path: Path) -> None:
     assert any("共 40 行" in c for c in sheet.columns)  # the told count is the one shown
 
 
+def test_a_cell_longer_than_excel_holds_is_cut_and_says_so(tmp_path: Path) -> None:
+    """Excel keeps 32,767 characters in a cell; xlsxwriter cut a longer text
+    silently, so the sheet differed from its CSV without a word."""
+    lines = tmp_path / "payout_lines.csv"
+    with lines.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["settlement_id", "member_id", "payout", "note"])
+        w.writerow(["S1", "M1", "1.00", "x" * 40_000])
+        w.writerow(["S2", "M2", "2.00", "short"])
+    out = tmp_path / "report.xlsx"
+    summary = {"period": "2024-01", "started_at": "2024-02-01T08:00:00"}
+    write_report_xlsx(out, summary, {"payout_lines": lines}, lang="zh")
+    notes = fastexcel.read_excel(out).load_sheet("互助金明细").to_polars()["说明"].to_list()
+    assert len(notes[0]) == 32_767 and notes[0].endswith("（已截断，完整内容见 payout_lines.csv）")
+    assert notes[1] == "short"
+
+
 def test_the_units_sheet_says_when_it_is_capped_and_unit_codes_are_text(tmp_path: Path) -> None:
     """The by-unit sheet was cut at the cap without its note; a unit code is
     text from the roster, neutralised on the Summary sheet as everywhere."""

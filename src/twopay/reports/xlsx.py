@@ -34,6 +34,8 @@ from twopay.reports.reasons import reason
 # rule as render.safe_sql, applied again here to every text cell.
 FORMULA_START = r"^[=+\-@\t\r]"
 FIXED_CREATED = datetime(2000, 1, 1)
+# Excel keeps at most 32,767 characters in a cell (xlsxwriter cuts silently).
+CELL_MAX = 32_767
 
 
 # -- workbook and formats -------------------------------------------------------
@@ -155,7 +157,9 @@ def write_table(
         kind = layout.kind_of(col)
         spec = layout.COLUMNS.get(col)
         ws.set_column(c, c, spec.width if spec else 14, book.fmt[kind])
-        writers.append(ws.write_number if kind in ("money", "int") else ws.write_string)
+        writers.append(
+            ws.write_number if kind in ("money", "int") else _text_writer(ws, lang, source_file)
+        )
     row = 0
     if title:
         ws.write_string(row, 0, title, book.fmt["block"])
@@ -182,6 +186,23 @@ def write_table(
     if columns:
         ws.autofilter(head, 0, max(row, head + 1), len(columns) - 1)
     return capped
+
+
+def _text_writer(ws: Worksheet, lang: str, source_file: str | None) -> Callable[..., Any]:
+    """write_string, but a text longer than an Excel cell holds is cut with a
+    visible marker naming the CSV that has it whole (never cut silently)."""
+    marker = (
+        f" …（已截断，完整内容见 {source_file or 'CSV'}）"
+        if lang == "zh"
+        else f" … (cut; {source_file or 'the CSV'} has it whole)"
+    )
+
+    def write(row: int, col: int, value: str) -> Any:
+        if len(value) > CELL_MAX:
+            value = value[: CELL_MAX - len(marker)] + marker
+        return ws.write_string(row, col, value)
+
+    return write
 
 
 # -- the Summary sheet ----------------------------------------------------------
