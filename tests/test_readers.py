@@ -611,6 +611,16 @@ def test_a_quote_never_closed_is_exit_2_not_the_rest_of_the_file_in_one_cell(
     assert done.exit_code == 2, done.output
     assert "s.csv: line 11 opens a quote that is never closed, so the 10 line(s)" in done.output
     assert not (ws / "reports" / "2024-01").exists()
+    # thousands of lines after it: counted in the file (DuckDB keeps a cut
+    # text of the record, and 3,000 lines were told as 153)
+    many = [f"S{i},{pid},张伟,门诊,2024-01-05,100.00,50.00,H{i}\n" for i in range(1, 3003)]
+    many[0] = many[0].replace(",H1", ',"H1')  # line 2
+    (tmp_path / "m.csv").write_text(header + "".join(many), encoding="utf-8")
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "m.csv",
+        "--roster", roster,
+    )  # fmt: skip
+    assert "m.csv: line 2 opens a quote that is never closed, so the 3001 line(s)" in done.output
     # on the last line it holds nothing else: that row is quarantined, the rest read
     last = rows.copy()
     last[-1] = last[-1].replace(",H20", ',"H20')
