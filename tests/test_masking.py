@@ -241,7 +241,9 @@ def test_an_id_that_does_not_look_like_one_is_masked_where_a_detail_names_it(
         "settlement_id\tid_number\tname\tvisit_type\tservice_date\thospital_code\t"
         "total_cost\tself_pay_1\n"
         + "".join(f"{k}\t{v}\t张伟\t门诊\t20240105\t11011400033\t100\t50\n" for k, v in odd.items())
-        + f"Q1\t{pid}\t张伟\t门诊\t20240105\t11011400033\tabc\t50\n",
+        + f"Q1\t{pid}\t张伟\t门诊\t20240105\t11011400033\tabc\t50\n"
+        # a quarantined row's raw text: the letter O split the run of digits
+        + f"Q2\t{odd['W1']}\t张伟\t门诊\t20240105\t11011400033\tabc\t50\n",
         encoding="utf-8",
     )
     roster = write_csv(
@@ -267,6 +269,8 @@ def test_an_id_that_does_not_look_like_one_is_masked_where_a_detail_names_it(
     assert f"ID {mask_id(odd['W1'])} " in shown
     quarantine = (reports / "quarantine.csv").read_text(encoding="utf-8")
     assert f"Q1\t{mask_id(pid)}\t张伟\t门诊\t20240105\t11011400033\tabc\t50" in quarantine
+    assert odd["W1"] not in quarantine
+    assert f"Q2\t{mask_id(odd['W1'])}\t张伟" in quarantine
 
 
 def test_an_input_without_its_header_row_is_named_with_its_first_row_masked(

@@ -887,3 +887,18 @@ def test_a_corrupt_parquet_page_is_exit_2_naming_the_file(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.exit_code == 2, done.output
     assert f"{path}: cannot be read" in done.output and "internal error" not in done.output
+
+
+@pytest.mark.parametrize("ends", ["\r\n", "\n"])
+def test_a_header_cell_wrapped_in_excel_keeps_every_row(ends: str, tmp_path: Path) -> None:
+    """Excel saves CRLF row ends and a bare LF inside a cell wrapped with
+    Alt+Enter: with such a header ("医疗费<LF>总额") DuckDB read no record and
+    no error, so every settlement vanished with the books 'balanced'."""
+    path = tmp_path / "s.csv"
+    head = 'settlement_id,id_number,name,visit_type,service_date,"医疗费\n总额",自付一'
+    rows = [head, "S1,1,a," + ROW.strip(), "S2,1,b," + ROW.strip()]
+    path.write_bytes((ends.join(rows) + ends).encode())
+    got = [
+        (r["settlement_id"], r["total_cost"], r["line_number"]) for r in read_typed(path, tmp_path)
+    ]
+    assert got == [("S1", Decimal("100"), 3), ("S2", Decimal("100"), 4)]

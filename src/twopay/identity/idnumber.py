@@ -73,6 +73,11 @@ def _id_run() -> str:
 
 ID_RUN_SQL = _id_run()  # for RE2 (DuckDB)
 ID_RUN_RE = re.compile(ID_RUN_SQL)
+# An 18-character token that starts with six digits: an ID number with a
+# letter typed for a digit (110105198O01011238) is not a run of digits, but
+# it is still the person's ID number (spec 7: masked wherever it appears).
+ID_TOKEN_SQL = r"\b([0-9]{6})[0-9A-Za-z]{8}([0-9A-Za-z]{4})\b"
+ID_TOKEN_RE = re.compile(ID_TOKEN_SQL, re.ASCII)
 # The ID a detail sentence of the identity stage names, as it was given
 # ("ID 110105198O01011238 has characters other than ..."): masked by position
 # whatever it holds, since an invalid ID need not look like one.
@@ -84,7 +89,8 @@ def mask_text(value: str) -> str:
     """``value`` with the ID a detail names, and every ID- or account-like
     run of digits, masked."""
     value = _ID_GIVEN_RE.sub(lambda m: m[0].replace(m[1], mask_id(m[1]), 1), value)
-    return ID_RUN_RE.sub(r"\1********\2", value)
+    value = ID_RUN_RE.sub(r"\1********\2", value)
+    return ID_TOKEN_RE.sub(r"\1********\2", value)
 
 
 def mask_text_sql(col: str) -> str:
@@ -94,7 +100,8 @@ def mask_text_sql(col: str) -> str:
         f"CASE WHEN {given} = '' THEN {col} "
         f"ELSE replace({col}, 'ID ' || {given}, 'ID ' || {mask_id_sql(given)}) END"
     )
-    return f"regexp_replace({named}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
+    runs = f"regexp_replace({named}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
+    return f"regexp_replace({runs}, '{ID_TOKEN_SQL}', '\\1********\\2', 'g')"
 
 
 def mask_id_sql(col: str, empty: str = "''") -> str:

@@ -410,6 +410,12 @@ def _stage_csv(
     n = len(first)
     # a header cell written over two lines puts every row a line further down
     header_nl = sum(h.count("\n") for h in first)
+    if header_nl:
+        # DuckDB reads no record at all (and no error) from a file whose
+        # header has a quoted line break when the file mixes CRLF and LF,
+        # which is what Excel saves (CRLF row ends, LF in a wrapped cell):
+        # read it with LF alone (every line stays where it was)
+        text_path = _lf_copy(text_path, workdir) or text_path
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n)) + "}"
     con.execute("DROP TABLE IF EXISTS _rej_err; DROP TABLE IF EXISTS _rej_scan")
     # A record's place in the file is its rowid (+ 1): the scan runs on every
