@@ -139,6 +139,16 @@ def count_newlines(path: Path) -> int:
     return n
 
 
+def count_lines(path: Path) -> int:
+    """The lines an editor shows: the line breaks, and a last line without one."""
+    lines = count_newlines(path)
+    with path.open("rb") as fh:
+        fh.seek(max(path.stat().st_size - 1, 0))
+        if fh.read(1) not in (b"\n", b""):
+            lines += 1
+    return lines
+
+
 def _nfkc(values: pa.Array) -> pa.Array:
     return pc.utf8_normalize(values, form="NFKC")
 
@@ -492,11 +502,17 @@ def _stage_csv(
     records = (
         con.execute(f"SELECT count(*) FROM {csv_t}").fetchall()[0][0] + rejects + 1 + header_nl
     )
-    lines = count_newlines(text_path)
-    with text_path.open("rb") as fh:
-        fh.seek(max(text_path.stat().st_size - 1, 0))
-        if fh.read(1) not in (b"\n", b""):
-            lines += 1  # a last line without its line break
+    lines = count_lines(text_path)
+    if records == 1 + header_nl and lines > records:
+        # no record read, no row refused, and lines after the header that are
+        # not empty: DuckDB found none in them (line ends or quotes it did not
+        # expect). Never a silent drop (spec 2).
+        others = lines - records - sum(b > records for b in _blank_lines(text_path)[0])
+        if others > 0:
+            raise UsageError(
+                f"{path}: none of the {others} line(s) after the header could be read as a "
+                "CSV row; save the file again as CSV (UTF-8 or GBK) and run again."
+            )
     one_line_each = lines == records
     line_number = (
         "rec"
@@ -623,11 +639,7 @@ def _refuse_a_quote_left_open(
         (line,) = found[0]
         # counted in the file: the text DuckDB keeps of the bad record is cut
         # short (3,000 lines swallowed were told as 153)
-        with path.open("rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-            fh.seek(-1, 2)
-            lines += fh.read(1) != b"\n"  # a last line without its line break
-        swallowed = max(lines - int(line), 0)
+        swallowed = max(count_lines(path) - int(line), 0)
         raise InputSchemaError(
             f"{path}: line {line} opens a quote that is never closed, so the {swallowed} "
             f"line(s) after it would be read as one cell; close or remove that quote and "
