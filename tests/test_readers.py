@@ -902,3 +902,32 @@ def test_a_header_cell_wrapped_in_excel_keeps_every_row(ends: str, tmp_path: Pat
         (r["settlement_id"], r["total_cost"], r["line_number"]) for r in read_typed(path, tmp_path)
     ]
     assert got == [("S1", Decimal("100"), 3), ("S2", Decimal("100"), 4)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_a_title_above_the_header_is_named_with_the_line_of_the_header(
+    fmt: str, tmp_path: Path
+) -> None:
+    """Exports put a title and a date line above the table: the error showed
+    the title as 'its header' and left the analyst to guess why."""
+    import xlsxwriter
+
+    ws, roster, pid = one_member(tmp_path)
+    title = ["北京市职工医疗互助结算明细表"]
+    rows = [title, ["导出日期：2024-03-31"], HEAD.strip().split(","),
+            ["S1", pid, "张伟", "门诊", "2024-01-05", "100", "80"]]  # fmt: skip
+    path = tmp_path / f"s.{fmt}"
+    if fmt == "csv":
+        path.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    else:
+        book = xlsxwriter.Workbook(str(path))
+        sheet = book.add_worksheet()
+        for i, r in enumerate(rows):
+            sheet.write_row(i, 0, r)
+        book.close()
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", path, "--roster", roster,
+    )  # fmt: skip
+    assert done.exit_code == 2
+    assert "its header is: 北京市职工医疗互助结算明细表." in done.output
+    assert "The header looks to be on line 3: delete the line(s) above it" in done.output

@@ -20,7 +20,7 @@ import mmap
 import re
 import shutil
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -251,6 +251,24 @@ def _to_utf8(path: Path, encoding: str, workdir: Path) -> Path:
     return target
 
 
+def _rows_below(sample: str, delim: str, n: int = 10) -> list[tuple[int, list[str]]]:
+    """The rows after the first of a CSV's sample, with the line each starts
+    on (for _header_below)."""
+    out: list[tuple[int, list[str]]] = []
+    reader = csv.reader(io.StringIO(sample), delimiter=delim)
+    try:
+        next(reader, None)
+        for _ in range(n):
+            line = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
+            out.append((line, row))
+    except csv.Error:
+        pass
+    return out
+
+
 def _sniff_delimiter(sample: str) -> str:
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
@@ -265,11 +283,33 @@ def _shown_header(headers: list[str]) -> str:
     return mask_text(", ".join(h for h in headers if h)) or "(empty)"
 
 
+def _header_below(
+    rows: Sequence[tuple[int, list[str]]], kind: FileKind, aliases: Mapping[str, list[str]] | None
+) -> str:
+    """Where a header missing from the first row is, among the next rows (line,
+    cells): a title or a date line above the table, as exports have. A hint
+    for the error, or ''."""
+    mapping = header_map(kind, aliases)
+    for line, cells in rows:
+        seen = {mapping.get(header_key(c or "")) for c in cells}
+        if all(c in seen for c in kind.required):
+            return (
+                f" The header looks to be on line {line}: delete the line(s) above it "
+                "(a title?) and run again."
+            )
+    return ""
+
+
 def _check_header(
-    path: Path, headers: list[str], kind: FileKind, aliases: Mapping[str, list[str]] | None
+    path: Path,
+    headers: list[str],
+    kind: FileKind,
+    aliases: Mapping[str, list[str]] | None,
+    below: Sequence[tuple[int, list[str]]] = (),
 ) -> list[str | None]:
     """Canonical name of each header (None for extra columns); a missing
-    required column or a duplicate is a usage error naming file and column."""
+    required column or a duplicate is a usage error naming file and column
+    (and, when one of the rows ``below`` (line, cells) is the header, where)."""
     mapping = header_map(kind, aliases)
     canon: list[str | None] = []
     seen: dict[str, str] = {}
@@ -289,7 +329,7 @@ def _check_header(
         zh = f" ({col.aliases[0]})" if col.aliases else ""
         raise InputSchemaError(
             f"{path}: the {kind.label} file has no column {missing[0]!r}{zh}; "
-            f"its header is: {_shown_header(headers)}."
+            f"its header is: {_shown_header(headers)}.{_header_below(below, kind, aliases)}"
         )
     for group in kind.one_of:
         if not any(c in seen for c in group):
@@ -416,7 +456,7 @@ def _stage_csv(
         ) from None
     if not first or not any(h.strip() for h in first):
         raise UsageError(f"{path}: the first line is empty; expected a header row.")
-    canon = _check_header(path, first, kind, aliases)
+    canon = _check_header(path, first, kind, aliases, below=_rows_below(sample, delim))
     n = len(first)
     # a header cell written over two lines puts every row a line further down
     header_nl = sum(h.count("\n") for h in first)
@@ -1080,7 +1120,11 @@ def _stage_xlsx(
     if frame.height == 0:
         raise UsageError(f"{path}: the first sheet is empty; expected a header row.")
     header = [str(v) if v is not None else "" for v in frame.select(cols).row(0)]
-    canon = _check_header(path, header, kind, aliases)
+    below = [
+        (int(r[0]) + 1, [str(v) if v is not None else "" for v in r[1:]])
+        for r in frame.slice(1, 10).iter_rows()
+    ]
+    canon = _check_header(path, header, kind, aliases, below=below)
     body = frame.slice(1)
     named = {name: i for i, name in enumerate(canon) if name is not None}
     bad_cells = {
