@@ -32,10 +32,10 @@ import duckdb
 
 from twopay.errors import RuleFileError, UsageError
 from twopay.ledger.workspace import Workspace
+from twopay.pipeline.eligibility import coverage_terms
 from twopay.reports.render import band_labels, band_sql
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate, load_params
 from twopay.rules.loader import RuleSet, load_rules
-from twopay.rules.models import VISIT_TYPES
 
 LARGEST = 20  # members listed under largest_changes
 
@@ -193,21 +193,11 @@ GROUP BY o.code ORDER BY o.code
 
 
 def _coverage(rules: RuleSet) -> dict[str, list[tuple[object, ...]]]:
-    """What decides who a scheme covers (spec 5: coverage, waiting period, a
-    version in force), per scheme: the replay does not re-decide it."""
+    """What decides whom each scheme covers, per scheme: the replay does not
+    re-decide it."""
     out: dict[str, list[tuple[object, ...]]] = {}
     for v in rules.versions:
-        r = v.rule
-        out.setdefault(r.scheme, []).append(
-            (
-                r.effective_from,
-                r.effective_to,
-                r.enrollment,
-                tuple(sorted(r.categories)),
-                r.waiting_days,
-                tuple(t for t in VISIT_TYPES if r.visit(t) is not None),
-            )
-        )
+        out.setdefault(v.rule.scheme, []).append(coverage_terms(v.rule))
     return out
 
 

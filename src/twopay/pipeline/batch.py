@@ -55,6 +55,7 @@ from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages,
 from twopay.ledger.tables import drop_temporaries
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
+from twopay.reports.notices import remove_notice_files
 from twopay.reports.render import check_out_folder, render_batch_reports
 from twopay.rules.engine import LINES_DDL, OPENING_DDL, adjudicate
 from twopay.rules.loader import RuleSet, load_rules
@@ -268,26 +269,15 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
             if replacing is not None:
-                _drop_stale_notices(ws.reports_dir(opts.period) / "notices")
+                # the notices of the batch replaced name rows it no longer
+                # holds: they go (`twopay notices` writes the new batch's)
+                remove_notice_files(ws.reports_dir(opts.period) / "notices")
             return RunResult(batch_id, opts.period, summary, out_dir)
         finally:
             con.close()
 
 
 READ_SETTINGS = "the reading settings (--encoding, [aliases])"
-
-
-def _drop_stale_notices(folder: Path) -> None:
-    """The notices `twopay notices` wrote for a batch that --replace has just
-    replaced name rows, failures and reviews that batch no longer holds: they
-    go (run `twopay notices` again for the new batch). Only twopay's own
-    notice files are touched."""
-    from twopay.reports.notices import NOTICE_FILE_RE
-
-    if folder.is_dir():
-        for old in folder.iterdir():
-            if old.is_file() and NOTICE_FILE_RE.match(old.name):
-                old.unlink()
 
 
 def _changed_inputs(

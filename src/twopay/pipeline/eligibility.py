@@ -12,6 +12,7 @@ from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql
 from twopay.io.readers import sql_literal
 from twopay.ledger.tables import insert_rows
 from twopay.rules.loader import RuleSet
+from twopay.rules.models import RuleVersion
 
 # What the stages need from a person's records in time order (spec 2.1, 5):
 # whether a record overlaps the one before (a roster error) and the start of
@@ -89,25 +90,27 @@ CREATE OR REPLACE TEMP TABLE scheme_versions (
 """
 
 
+def coverage_terms(rule: RuleVersion) -> tuple[object, ...]:
+    """What decides whom a version covers (spec 5: coverage, waiting, a
+    version in force): the columns of scheme_versions after scheme and
+    version. simulate compares them to say when other rules change them."""
+    return (
+        rule.effective_from,
+        rule.effective_to,
+        rule.enrollment,
+        sorted(rule.categories),
+        rule.waiting_days,
+        rule.outpatient is not None,
+        rule.inpatient is not None,
+    )
+
+
 def _load_schemes(con: duckdb.DuckDBPyConnection, rules: RuleSet) -> None:
     con.execute(SCHEME_DDL)
     insert_rows(
         con,
         "scheme_versions",
-        [
-            (
-                v.rule.scheme,
-                v.rule.version,
-                v.rule.effective_from,
-                v.rule.effective_to,
-                v.rule.enrollment,
-                list(v.rule.categories),
-                v.rule.waiting_days,
-                v.rule.outpatient is not None,
-                v.rule.inpatient is not None,
-            )
-            for v in rules.versions
-        ],
+        [(v.rule.scheme, v.rule.version, *coverage_terms(v.rule)) for v in rules.versions],
     )
 
 

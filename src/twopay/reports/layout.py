@@ -177,6 +177,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "本表仅显示前 {shown:,} 行（共 {total:,} 行）；完整数据见 {file}",
         "This sheet shows the first {shown:,} of {total:,} rows; {file} has them all",
     ),
+    "cut": (" …（已截断，完整内容见 {file}）", " … (cut; {file} has it whole)"),
     "outpatient": ("门诊", "outpatient"),
     "inpatient": ("住院", "inpatient"),
     "notice_title": ("单位 {unit} 需处理事项（{period}）", "What unit {unit} must fix ({period})"),

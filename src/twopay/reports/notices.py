@@ -47,6 +47,15 @@ UNASSIGNED = "unassigned"
 NOTICE_FILE_RE = re.compile(r"^(unit-.+|unassigned)\.(csv|xlsx)$")
 
 
+def remove_notice_files(folder: Path, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Delete twopay's own notice files in ``folder`` (but those in ``keep``);
+    anything else an analyst keeps there stays."""
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_file() and NOTICE_FILE_RE.match(old.name) and old.name not in keep:
+                old.unlink()
+
+
 def notice_rows_sql(unmask: bool) -> str:
     """Every row a unit must act on for batch $batch, with its unit."""
     mask = (lambda c: c) if unmask else mask_sql
@@ -126,26 +135,23 @@ def notice_rows_sql(unmask: bool) -> str:
     ),
     roster_bad AS (
         -- roster records that could not be read (an empty card number, a bad
-        -- date): the unit's own data, which only its officers can correct
+        -- date): the unit's own data, which only its officers can correct;
+        -- and a card number Excel turned into a number (6.22202E+18): that
+        -- record is read and its claims paid, but the bank cannot pay into
+        -- the card (a failed payment is re-issued to the card the roster
+        -- then holds)
         SELECT 4, 'roster_record', NULL, r.line_number, NULL, NULL, r.member_id, r.name,
             r.id_number, r.card_no, NULL, NULL, NULL, 'roster_record',
-            'roster line ' || r.line_number::VARCHAR || ': ' || r.q_code || ': '
-                || coalesce(r.q_detail, ''),
+            'roster line ' || r.line_number::VARCHAR || ': ' || CASE
+                WHEN r.q_code IS NOT NULL THEN r.q_code || ': ' || coalesce(r.q_detail, '')
+                ELSE 'card_no ' || r.card_no
+                     || ' looks like a number Excel converted; the bank cannot pay into it'
+            END,
             NULL, r.unit_code
         FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
-        WHERE b.batch_id = $batch AND r.q_code IS NOT NULL
-        UNION ALL
-        -- a card number Excel turned into a number (6.22202E+18): the record
-        -- is read and its claims paid, but the bank cannot pay into that card
-        -- (a failed payment is re-issued to the card the roster then holds)
-        SELECT 4, 'roster_record', NULL, r.line_number, NULL, NULL, r.member_id, r.name,
-            r.id_number, r.card_no, NULL, NULL, NULL, 'roster_record',
-            'roster line ' || r.line_number::VARCHAR || ': card_no ' || r.card_no
-                || ' looks like a number Excel converted; the bank cannot pay into it',
-            NULL, r.unit_code
-        FROM roster_rows r JOIN batches b ON b.roster_stage = r.stage_id
-        WHERE b.batch_id = $batch AND r.q_code IS NULL
-          AND regexp_full_match(r.card_no, '[0-9]+(\\.[0-9]+)?[Ee]\\+?[0-9]+')
+        WHERE b.batch_id = $batch
+          AND (r.q_code IS NOT NULL
+               OR regexp_full_match(r.card_no, '[0-9]+(\\.[0-9]+)?[Ee]\\+?[0-9]+'))
     ),
     everything AS (
         SELECT * FROM rejected UNION ALL SELECT * FROM pending UNION ALL SELECT * FROM failed
@@ -280,9 +286,7 @@ def write_notices(
         written = {p.name for p in tmp.iterdir()}
         if out_dir.resolve() == default_out.resolve():
             # our own folder: notices of units with nothing left to fix go
-            for old in out_dir.iterdir():
-                if old.is_file() and NOTICE_FILE_RE.match(old.name) and old.name not in written:
-                    old.unlink()
+            remove_notice_files(out_dir, keep=written)
         for name in sorted(written):
             os.replace(tmp / name, out_dir / name)
     finally:

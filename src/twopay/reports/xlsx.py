@@ -191,11 +191,7 @@ def write_table(
 def _text_writer(ws: Worksheet, lang: str, source_file: str | None) -> Callable[..., Any]:
     """write_string, but a text longer than an Excel cell holds is cut with a
     visible marker naming the CSV that has it whole (never cut silently)."""
-    marker = (
-        f" …（已截断，完整内容见 {source_file or 'CSV'}）"
-        if lang == "zh"
-        else f" … (cut; {source_file or 'the CSV'} has it whole)"
-    )
+    marker = layout.text("cut", lang, file=source_file or "CSV")
 
     def write(row: int, col: int, value: str) -> Any:
         if len(value) > CELL_MAX:
