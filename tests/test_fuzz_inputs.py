@@ -506,3 +506,24 @@ def test_whole_runs_on_workbooks_balance_or_commit_nothing(
     assert placed == balance["rows_in"]
     if sheet is not None:
         assert balance["rows_in"] == len(sheet.data_lines())
+
+
+def test_a_workbook_whose_workbook_part_is_cut_short_is_refused_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Found by the fuzz above: a local header of xl/workbook.xml that claims
+    more bytes than follow made the 1904-date check raise EOFError (exit 1)."""
+    import xlsxwriter
+
+    path = tmp_path / "s.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    book.add_worksheet().write_row(0, 0, ["settlement_id"])
+    book.close()
+    data = bytearray(path.read_bytes())
+    at = data.index(b"xl/workbook.xml") - 30  # its local header
+    assert data[at : at + 4] == b"PK\x03\x04"
+    data[at + 28 : at + 30] = (0x1000).to_bytes(2, "little")  # extra field past the data
+    path.write_bytes(bytes(data))
+    with pytest.raises(TwopayError) as refused:
+        load_input(duckdb.connect(), path, SETTLEMENTS, "raw0", workdir=tmp_path)
+    assert str(path) in refused.value.message and "\n" not in refused.value.message

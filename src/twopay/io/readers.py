@@ -20,6 +20,7 @@ import mmap
 import re
 import shutil
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -700,6 +701,11 @@ def _refuse_a_quote_left_open(
 # <v> text), then checked to be a number cell.
 
 
+# What reading a damaged zip raises (a member cut short is EOFError, an
+# encrypted one RuntimeError): such a workbook is calamine's to refuse (exit 2).
+_ZIP_BROKEN = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError)
+
+
 def _rounds_away(n: int) -> str:
     """A regex: n digits and what follows, which rounding at the n-th
     digit turns into zeros (all 0 then below 5, or all 9 then above 5)."""
@@ -994,7 +1000,6 @@ def _stage_xlsx(
     #N/A, ...) in a column twopay reads is a parse error of its row, not an
     empty cell."""
     import xml.etree.ElementTree as ET
-    import zlib
 
     import fastexcel
     import polars as pl
@@ -1071,7 +1076,7 @@ def _stage_xlsx(
                             f"although it has only {cells} filled cells; delete the stray cells "
                             "beyond the table (or save the sheet as CSV) and run again."
                         )
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError):
+        except _ZIP_BROKEN:
             return _number_cells()  # not a readable zip: calamine says so below
         return numbers
 
@@ -1085,8 +1090,8 @@ def _stage_xlsx(
         try:
             with zipfile.ZipFile(path) as z:
                 book = ET.fromstring(z.read("xl/workbook.xml"))
-        except (KeyError, zipfile.BadZipFile, zlib.error, OSError, ET.ParseError):
-            return False
+        except (KeyError, ET.ParseError, *_ZIP_BROKEN):
+            return False  # a member cut short or missing: calamine says so below
         pr = next((e for e in book.iter() if e.tag.endswith("}workbookPr")), None)
         return pr is not None and pr.get("date1904", "").lower() in ("1", "true")
 
