@@ -201,3 +201,40 @@ def test_an_accept_naming_the_persons_earlier_member_id_uses_the_record_of_the_d
     (line,) = rows(ws, "2024-06", "payout_lines")
     assert (line["settlement_id"], line["member_id"], line["payout"]) == ("H01", "A2", "500.00")
     assert line["match"] == "override"
+
+
+def test_two_reversals_of_a_held_row_withdraw_it_once(january: Path, tmp_path: Path) -> None:
+    """Spec 4.1 and 5: a held original is withdrawn from review by its
+    reversal; two reversals of it in one batch still give the row one
+    decision, by the first reversal in file order."""
+    ws = january
+    with (DATA / "settlements_2024-01.csv").open(encoding="gb18030", newline="") as fh:
+        table = list(csv.reader(fh))
+    header, held = table[0], next(r for r in table[1:] if r[0] == "JS240100104")
+    money = [i for i, h in enumerate(header) if h in ("医疗费总额", "自付一", "自付二", "自费")]
+    reversals = tmp_path / "reversals.csv"
+    with reversals.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(header)
+        for sid in ("RV1", "RV2"):
+            row = list(held)
+            row[0], row[-1] = sid, "JS240100104"
+            for i in money:
+                row[i] = f"-{row[i]}" if row[i] not in ("", "0", "0.00") else row[i]
+            out.writerow(row)
+    done = cli(
+        "run", "--workspace", ws, "--period", "2024-02", "--settlements", reversals,
+        "--roster", DATA / "roster.csv", "--units", DATA / "units.csv",
+        "--enrollments", DATA / "enrollments.csv",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rejected = [r for r in rows(ws, "2024-02", "rejections") if r["settlement_id"] == "JS240100104"]
+    assert len(rejected) == 1 and "RV1" in rejected[0]["detail"], rejected
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text())
+    assert summary["carried_decisions"] == {"rejected": 1}
+    assert summary["balance"]["balanced"] is True
+    why = cli("why", "--workspace", ws, "--lang", "en", "JS240100104")
+    assert why.exit_code == 0, why.output
+    text = " ".join(why.output.replace("│", " ").split())  # the panel wraps at 80 columns
+    assert "(withdrawn from review by its reversal)" in text
+    assert "after review" not in text  # no reviewer decided it

@@ -840,6 +840,10 @@ class _Batch:
             FROM rev r
             JOIN pending_reviews h ON h.settlement_id = r.reverses
             WHERE r.prior_outcome = 'held'
+            -- several reversals of one held original: the first in file order
+            -- withdraws it (one decision per row, spec 5)
+            QUALIFY row_number() OVER (
+                PARTITION BY h.row_batch_id, h.row_key ORDER BY r.row_key) = 1
             """
         )
 
@@ -1391,8 +1395,10 @@ class _Batch:
         per_row = int(
             _scalar(  # type: ignore[arg-type]
                 con,
-                "SELECT count(*) FROM (SELECT row_key FROM batch_outcomes WHERE NOT carried "
-                "GROUP BY row_key HAVING count(*) > 1)",
+                # a carried row (decided after review, withdrawn) counts too:
+                # one decision per row, whichever batch read it
+                "SELECT count(*) FROM (SELECT 1 FROM batch_outcomes "
+                "GROUP BY row_batch_id, row_key HAVING count(*) > 1)",
             )
         )
         lines_total = _scalar(con, "SELECT coalesce(sum(payout), 0) FROM batch_lines")
@@ -1429,8 +1435,9 @@ class _Batch:
                 r[0]
                 for r in _q(
                     con,
-                    "SELECT settlement_id FROM batch_outcomes WHERE NOT carried "
-                    "GROUP BY row_key, settlement_id HAVING count(*) > 1 ORDER BY 1 LIMIT 5",
+                    "SELECT settlement_id FROM batch_outcomes "
+                    "GROUP BY row_batch_id, row_key, settlement_id HAVING count(*) > 1 "
+                    "ORDER BY 1 LIMIT 5",
                 )
             ]
             raise BooksDoNotBalance(

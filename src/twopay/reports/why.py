@@ -742,6 +742,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "version": ("版本", "version"),
     "line_count": ("明细行数", "lines"),
     "carried": ("复核后在本批处理", "decided in this batch after review"),
+    "withdrawn": ("被冲正撤回复核", "withdrawn from review by its reversal"),
     "yes": ("是", "yes"),
     "no": ("否", "no"),
 }
@@ -852,7 +853,9 @@ def _decision(d: dict[str, Any], lang: str) -> RenderableType:
     if d["reason"] and d["reason"] != d["code"]:
         head.append(f"  {d['reason']}")
     if d["carried"]:
-        head.append(f"  ({label('carried', lang)})", style="italic")
+        # a held row leaves review by a reviewer's decision or by its reversal
+        withdrawn = d["code"] == "reversed"
+        head.append(f"  ({label('withdrawn' if withdrawn else 'carried', lang)})", style="italic")
     parts: list[RenderableType] = [head]
     if d["detail"]:
         parts.append(Text(f"  {d['detail']}", style="italic"))
