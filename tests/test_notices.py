@@ -179,6 +179,8 @@ def test_a_bad_period_is_exit_2(ws: Path, period: str, message: str) -> None:
         "CON",
         "单位/一",
         "x" * 300,
+        # four bytes each in UTF-8: 280 bytes, over a file name's 255
+        pytest.param("\U00020000" * 70, id="70-astral-characters"),
     ],
 )
 def test_file_names_are_safe_from_any_unit_code(code: str, tmp_path: Path) -> None:
@@ -196,6 +198,18 @@ def test_codes_that_clean_alike_or_differ_in_case_stay_apart() -> None:
     assert len({s.lower() for s in stems}) == len(stems)
     assert stems[0] == "unit-U01" and stems[5] == "unit-东区"
     assert unit_file_stem(None, set()) == "unassigned"
+
+
+def test_a_unit_coded_like_another_units_cleaned_name_does_not_take_its_file() -> None:
+    """ "A~B" cleans to "A_B" plus its hash; a unit literally coded so, read
+    first, must not leave the two units one file (the second would overwrite
+    the first's notice)."""
+    taken: set[str] = set()
+    hashed = unit_file_stem("A~B", set())
+    literal = hashed.removeprefix("unit-")
+    stems = [unit_file_stem(c, taken) for c in (literal, "A~B")]
+    assert stems[0] == hashed and stems[1] != hashed
+    assert len({s.lower() for s in stems}) == 2
 
 
 def test_failed_payments_reach_the_unit(tmp_path: Path) -> None:

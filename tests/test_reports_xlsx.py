@@ -192,3 +192,25 @@ def test_the_units_sheet_says_when_it_is_capped_and_unit_codes_are_text(tmp_path
         v for row in book.load_sheet("汇总", header_row=None).to_polars().iter_rows() for v in row
     ]
     assert "'=U9" in cells and "=U9" not in cells
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["\U00020000" * 17],  # 34 UTF-16 units: Excel's limit of 31 counts those
+        ["u" * 30 + "'" + "v" * 5],  # cut at 31, it would end on an apostrophe
+        ["\U00020000" * 17, "\U00020000" * 18],  # cut alike: the second gets a suffix
+    ],
+)
+def test_sheet_names_from_unit_codes_are_always_valid_excel_names(
+    names: list[str], tmp_path: Path
+) -> None:
+    from twopay.reports.xlsx import open_book
+
+    book = open_book(tmp_path / "b.xlsx", None)
+    sheets = [book.sheet(n) for n in names]
+    book.wb.close()
+    read = fastexcel.read_excel(str(tmp_path / "b.xlsx")).sheet_names
+    assert read == [s.name for s in sheets] and len(set(read)) == len(names)
+    for name in read:
+        assert len(name.encode("utf-16-le")) // 2 <= 31 and not name.endswith("'")

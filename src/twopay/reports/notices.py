@@ -173,9 +173,18 @@ def unit_file_stem(unit_code: str | None, taken: set[str]) -> str:
     if not unit_code:
         return UNASSIGNED
     safe = re.sub(r"[^\w-]", "_", unit_code)[:60]
+    # a file name is at most 255 bytes: keep the stem well below (a
+    # character outside the BMP is four bytes in UTF-8)
+    while len(safe.encode("utf-8")) > 120:
+        safe = safe[:-1]
     stem = f"unit-{safe}"
     if safe != unit_code or stem.lower() in taken:
         stem += "-" + hashlib.sha1(unit_code.encode("utf-8")).hexdigest()[:8]
+    # the hashed stem may itself be a name another unit already took (a unit
+    # literally coded "A_B-66927f85" next to "A~B"): never reuse a stem
+    base, n = stem, 2
+    while stem.lower() in taken:
+        stem, n = f"{base}-{n}", n + 1
     taken.add(stem.lower())
     return stem
 

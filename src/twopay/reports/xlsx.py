@@ -48,14 +48,30 @@ class Book:
     names: set[str]
 
     def sheet(self, name: str) -> Worksheet:
-        """A worksheet under a valid, unique Excel sheet name."""
-        clean = "".join("_" if ch in "[]:*?/\\" else ch for ch in name).strip("'")[:31] or "sheet"
-        candidate, n = clean, 2
+        """A worksheet under a valid, unique Excel sheet name: no []:*?/\\,
+        at most 31 UTF-16 code units (a character outside the BMP counts
+        two), and no apostrophe at either end, also after the cut."""
+        clean = "".join("_" if ch in "[]:*?/\\" else ch for ch in name)
+        candidate = _sheet_cut(clean, 31) or "sheet"
+        n = 2
         while candidate.lower() in self.names:
             suffix = f" ({n})"
-            candidate, n = clean[: 31 - len(suffix)] + suffix, n + 1
+            candidate, n = (_sheet_cut(clean, 31 - len(suffix)) or "sheet") + suffix, n + 1
         self.names.add(candidate.lower())
         return self.wb.add_worksheet(candidate)
+
+
+def _sheet_cut(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` UTF-16 code units (Excel's measure), without
+    an apostrophe at either end."""
+    out, used = [], 0
+    for ch in name.strip("'"):
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if used + width > limit:
+            break
+        out.append(ch)
+        used += width
+    return "".join(out).strip("'")
 
 
 def open_book(path: Path, created: datetime | None) -> Book:
