@@ -206,3 +206,16 @@ def test_a_reader_that_stops_early_is_not_an_error(demo: Path, fmt: str) -> None
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, stderr
     assert stderr == ""
+
+
+def test_a_command_started_with_its_output_closed_still_does_its_work(tmp_path: Path) -> None:
+    """Cron with `>&-`: Python then has no sys.stdout at all; the command
+    does its work, prints nothing, and gives no traceback."""
+    exe = shutil.which("twopay", path=str(Path(sys.executable).parent))
+    assert exe
+    ws = tmp_path / "ws"
+    done = subprocess.run(
+        ["sh", "-c", f'"{exe}" init "{ws}" >&-'], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and (ws / "twopay.toml").is_file()

@@ -40,6 +40,8 @@ class _Stdout(io.TextIOBase):
     committed before anything is printed)."""
 
     def write(self, text: str) -> int:
+        if sys.stdout is None:  # started with stdout closed (`>&-`): nothing to show
+            return len(text)
         try:
             sys.stdout.write(text)
         except BrokenPipeError:
@@ -47,6 +49,8 @@ class _Stdout(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        if sys.stdout is None:
+            return
         try:
             sys.stdout.flush()
         except BrokenPipeError:
@@ -56,7 +60,7 @@ class _Stdout(io.TextIOBase):
         return True
 
     def isatty(self) -> bool:
-        return sys.stdout.isatty()
+        return sys.stdout is not None and sys.stdout.isatty()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
