@@ -442,6 +442,45 @@ def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: 
     assert summary["balance"]["balanced"] is True
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("unit_code,dues_paid_through\n", "it has no rows under its header"),
+        (
+            "unit_code,dues_paid_through\nU1,2024-12-3l\nU5,\n",
+            "none of its rows can be read (line 2: ",
+        ),
+    ],
+)
+def test_a_units_file_with_no_readable_unit_is_exit_2_not_every_row_rejected(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """Every settlement would be rejected unit_dues_unpaid, and for good (a
+    settlement re-sent later is a duplicate): the file is refused instead,
+    naming it and its first unreadable line, and nothing is committed."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", None)],
+    )
+    units = tmp_path / "u.csv"
+    units.write_text(text, "utf-8")
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--units", units,
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert f"{units}: the units file has no unit, {why}" in done.output
+    assert "run without --units" in done.output
+    assert not (ws / "reports" / "2024-01").exists()
+
+
 def test_a_roster_id_excel_turned_into_a_number_is_named_in_the_rejection(
     tmp_path: Path,
 ) -> None:

@@ -563,6 +563,8 @@ class _Batch:
                 )
             con.execute(f"DROP VIEW {table}_in")
             drop_loaded(con, f"{table}_in0")
+        if self.opts.units is not None:
+            self._refuse_a_units_file_without_units(self.opts.units)
         if self.ws.overrides_path.exists():
             loaded = self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
             con.execute(
@@ -588,6 +590,28 @@ class _Batch:
                 "CREATE OR REPLACE TEMP TABLE ovr_typed (line_number BIGINT, settlement_id VARCHAR,"
                 " decision VARCHAR, member_id VARCHAR, note VARCHAR, decided_by VARCHAR)"
             )
+
+    def _refuse_a_units_file_without_units(self, path: Path) -> None:
+        """A units file with no readable unit would reject every settlement
+        `unit_dues_unpaid` (spec 5), for good: a settlement re-sent later is
+        a duplicate. No centre has no unit paid up; the file is wrong."""
+        read, line, detail = _q(
+            self.con,
+            "SELECT count(*) FILTER (WHERE q_code IS NULL), "
+            "min(line_number) FILTER (WHERE q_code IS NOT NULL), "
+            "arg_min(q_detail, line_number) FILTER (WHERE q_code IS NOT NULL) FROM units_typed",
+        )[0]
+        if read:
+            return
+        why = (
+            f"none of its rows can be read (line {line}: {detail})"
+            if line is not None
+            else "it has no rows under its header"
+        )
+        raise UsageError(
+            f"{path}: the units file has no unit, {why}; every settlement would be rejected "
+            "unit_dues_unpaid: fix the file, or run without --units."
+        )
 
     # -- quarantine ------------------------------------------------------
 
