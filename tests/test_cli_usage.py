@@ -95,6 +95,23 @@ def test_a_missing_input_file_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert batches(ws) == 0
 
 
+def test_an_overrides_file_that_is_a_folder_is_exit_2_saying_so(tmp_path: Path) -> None:
+    """overrides.csv is not an option: the message named `--overrides`, which
+    does not exist, and said "no such file" of a folder that is there."""
+    ws = init_workspace(tmp_path / "ws")
+    (ws / "overrides.csv").unlink()
+    (ws / "overrides.csv").mkdir()
+    roster, settlements = inputs(tmp_path, [one_member()])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "overrides.csv: is a folder, not a file (the workspace's review decisions)." in (
+        done.output
+    )
+    assert batches(ws) == 0
+
+
 def test_an_out_folder_that_cannot_be_made_is_exit_2_before_the_commit(tmp_path: Path) -> None:
     """--out under a file: the run committed its batch and then failed making
     the folder (exit 1, no reports), which read as nothing committed."""

@@ -310,7 +310,9 @@ def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
         files.append(("overrides", ws.overrides_path))
     for role, path in files:
         if not path.is_file():
-            raise UsageError(f"{path}: no such file (--{role}).")
+            what = "is a folder, not a file" if path.is_dir() else "no such file"
+            given = "the workspace's review decisions" if role == "overrides" else f"--{role}"
+            raise UsageError(f"{path}: {what} ({given}).")
     # side by side: hashlib lets go of the GIL, and a month's CSVs are GBs
     with ThreadPoolExecutor(max_workers=len(files)) as pool:
         digests = list(pool.map(file_sha256, [path for _, path in files]))
