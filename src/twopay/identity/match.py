@@ -26,7 +26,6 @@ from collections.abc import Callable
 from datetime import date
 
 import duckdb
-import pyarrow as pa
 
 from twopay.identity.idnumber import (
     CHECK_CHARS,
@@ -48,6 +47,7 @@ from twopay.identity.names import (
     normalise_name,
     to_simplified_many,
 )
+from twopay.ledger.tables import register_table
 
 OUTCOMES = (
     "exact",
@@ -101,19 +101,6 @@ _RECORD_ORDER = (
 )
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, list]) -> None:
-    """Materialise a small Python result as a temp table (all VARCHAR except row_key)."""
-    schema = pa.schema(
-        [(c, pa.int64() if c in ("row_key", "record_key") else pa.string()) for c in columns]
-    )
-    view = f"_{name}_arrow"
-    con.register(view, pa.table(columns, schema=schema))
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
-
-
 # -- the roster ---------------------------------------------------------------------
 
 
@@ -136,7 +123,7 @@ def fix_roster_keys(
         f"WHERE ({where}) AND {_NON_ASCII.format('id_number')}"
     ).fetchall()
     if odd:
-        _register(
+        register_table(
             con,
             "identity_roster_fix",
             {"record_key": [r[0] for r in odd], "person_key": [normalise_id(r[1]) for r in odd]},
@@ -245,7 +232,7 @@ def _normalise_input(con: duckdb.DuckDBPyConnection, today: date) -> None:
         f"SELECT row_key, id_raw FROM identity_ids WHERE {_NON_ASCII.format('id_raw')}"
     ).fetchall()
     if odd:
-        _register(
+        register_table(
             con,
             "identity_input_fix",
             {"row_key": [r[0] for r in odd], "id_clean": [clean_id(r[1]) for r in odd]},
@@ -316,7 +303,7 @@ def _compare_found_names(con: duckdb.DuckDBPyConnection) -> None:
             else None
         )
         sounds.append(" ".join(key) if key is not None else None)
-    _register(
+    register_table(
         con,
         "identity_name_level",
         {
@@ -519,7 +506,7 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
         for p, lvl in zip(pairs, compare_many(pairs), strict=True)
         if lvl in ("exact", "traditional")
     ]
-    _register(
+    register_table(
         con, "identity_near_same", {"given": [p[0] for p in same], "roster": [p[1] for p in same]}
     )
     con.execute(
