@@ -330,8 +330,9 @@ def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path:
     """Spec 5: a settlement repeated "identically (same values after
     normalisation)" is duplicate_settlement for the later copy, the first
     paid. A lower-case x, the legacy 15-digit form of the same ID or a
-    full stop for the middle dot are not other content (all copies were
-    rejected conflicting_duplicate and nobody was paid); another name is."""
+    full stop for the middle dot, or the name in Traditional characters, are
+    not other content (all copies were rejected conflicting_duplicate and
+    nobody was paid); another name is."""
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     x_id = make_id("11010519750505005")  # check character X
     assert x_id.endswith("X")
@@ -343,6 +344,7 @@ def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path:
             ("M1", "钱七", x_id, "C1", "U1", "在职", "2020-01-01", None),
             ("M2", "张三", legacy, "C2", "U1", "在职", "2020-01-01", None),
             ("M3", "阿不都·热合曼", person_id(3), "C3", "U1", "在职", "2020-01-01", None),
+            ("M4", "张伟", person_id(4), "C4", "U1", "在职", "2020-01-01", None),
         ],
     )
     copies = {
@@ -351,12 +353,14 @@ def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path:
             ("D2", legacy, "张三"),
             ("D3", person_id(3), "阿不都·热合曼"),
             ("D4", person_id(3), "阿不都·热合曼"),
+            ("D5", person_id(4), "张伟"),
         ],
         "b.csv": [
             ("D1", x_id.lower(), "钱七"),
             ("D2", legacy[:6] + legacy[8:17], "张三"),  # the 15-digit form
             ("D3", person_id(3), "阿不都.热合曼"),
             ("D4", person_id(3), "热合曼"),
+            ("D5", person_id(4), "張偉"),
         ],
     }
     files: list[object] = []
@@ -381,10 +385,11 @@ def test_copies_equal_after_normalisation_are_one_settlement_paid_once(tmp_path:
         ("D3", "duplicate_settlement", "identical copy of line 4 of a.csv"),
         ("D4", "conflicting_duplicate", conflict),
         ("D4", "conflicting_duplicate", conflict),
+        ("D5", "duplicate_settlement", "identical copy of line 6 of a.csv"),
     ]
     with (out / "payout_lines.csv").open(encoding="utf-8") as fh:
         paid = sorted((r["settlement_id"], r["payout"]) for r in csv.DictReader(fh))
-    assert paid == [("D1", "1000.00"), ("D2", "1000.00"), ("D3", "1000.00")]
+    assert paid == [("D1", "1000.00"), ("D2", "1000.00"), ("D3", "1000.00"), ("D5", "1000.00")]
 
 
 def test_a_rejection_caused_by_an_unreadable_record_names_that_record(tmp_path: Path) -> None:

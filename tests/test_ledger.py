@@ -988,3 +988,33 @@ def test_ctrl_c_after_the_commit_says_the_batch_is_in(ws: Path, tmp_path: Path) 
     assert again.exit_code == 0  # type: ignore[attr-defined]
     assert json.loads(again.output)["noop"] is True  # type: ignore[attr-defined]
     assert (ws / "reports" / "2024-01" / "payouts.csv").is_file()
+
+
+def test_a_reversal_of_an_original_quarantined_earlier_says_it_could_not_be_read(
+    ws: Path, tmp_path: Path
+) -> None:
+    """reversal_unmatched, but the detail said "no settlement A1 in this or
+    an earlier batch" of a row that is in batch 1's quarantine.csv."""
+    r = roster(tmp_path / "r.csv")
+    p0 = person_id(0)
+    jan = [
+        ("A1", p0, "张伟", "门诊", "2024-01-3x", None, "3000", "2500", None),
+        ("A2", p0, "张伟", "门诊", "2024-01-05", None, "3000", "2500", None),
+    ]
+    feb = [
+        ("R1", p0, "张伟", "门诊", "2024-02-05", None, "-3000", "-2500", "A1"),
+        ("R2", p0, "张伟", "门诊", "2024-02-05", None, "-3000", "-2500", "A9"),
+    ]
+    args = ("--max-quarantine-rate", "1")
+    done = run(ws, "2024-01", write_csv(tmp_path / "j.csv", SETTLEMENT_HEADER, jan), r, *args)
+    assert done.exit_code == 0, done.output
+    done = run(ws, "2024-02", write_csv(tmp_path / "f.csv", SETTLEMENT_HEADER, feb), r)
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-02" / "rejections.csv").open(encoding="utf-8") as fh:
+        details = {
+            row["settlement_id"]: (row["reason_code"], row["detail"]) for row in csv.DictReader(fh)
+        }
+    assert details == {
+        "R1": ("reversal_unmatched", "the original A1 could not be read (quarantined)"),
+        "R2": ("reversal_unmatched", "no settlement A9 in this or an earlier batch"),
+    }

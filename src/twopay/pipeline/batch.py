@@ -47,12 +47,12 @@ from twopay.identity.match import (
     match_identities,
     roster_keys_sql,
 )
-from twopay.identity.names import name_norm_sql
+from twopay.identity.names import name_norm_sql, to_simplified_many
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
 from twopay.ledger.reconcile import LATEST_ANSWER_SQL
 from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages, next_stage_id
-from twopay.ledger.tables import drop_temporaries
+from twopay.ledger.tables import drop_temporaries, register_table
 from twopay.ledger.workspace import Workspace
 from twopay.pipeline import eligibility, validate
 from twopay.reports.notices import remove_notice_files
@@ -711,6 +711,7 @@ class _Batch:
             GROUP BY settlement_id
             """
         )
+        self._same_names_in_either_script()
         con.execute(
             """
             CREATE OR REPLACE TEMP VIEW s_ok AS
@@ -778,7 +779,7 @@ class _Batch:
         )
         # Reversal link: rows with `reverses`, not already decided.
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE rev AS
             SELECT s.row_key, s.settlement_id, s.reverses, s.service_date,
                 -- an original decided in an earlier batch wins over a copy in this one
@@ -786,8 +787,12 @@ class _Batch:
                     (SELECT min(t.row_key) FROM s_typed t
                       WHERE t.settlement_id = s.reverses AND t.q_code IS NULL)
                 END AS same_batch_row,
+                -- unreadable here, or in an earlier batch (its quarantine.csv)
                 EXISTS (SELECT 1 FROM s_typed t
-                  WHERE t.settlement_id = s.reverses AND t.q_code IS NOT NULL) AS orig_quarantined,
+                  WHERE t.settlement_id = s.reverses AND t.q_code IS NOT NULL)
+                OR EXISTS (SELECT 1 FROM outcomes q
+                  WHERE q.{self.prior} AND q.settlement_id = s.reverses
+                    AND q.outcome = 'quarantined') AS orig_quarantined,
                 p.final_outcome AS prior_outcome, p.final_batch AS prior_batch,
                 coalesce(o.normal_lines, 0) AS normal_lines, o.clawed_by, o.clawed_in
             FROM s_ok s
@@ -795,7 +800,8 @@ class _Batch:
             LEFT JOIN rev_orig o ON o.settlement_id = s.reverses
             WHERE s.reverses IS NOT NULL
               AND s.row_key NOT IN (SELECT row_key FROM decided)
-            """
+            """,
+            [self.prior_arg],
         )
         _drop(con, "rev_orig")
         con.execute(
@@ -872,6 +878,42 @@ class _Batch:
                 PARTITION BY h.row_batch_id, h.row_key ORDER BY r.row_key) = 1
             """
         )
+
+    def _same_names_in_either_script(self) -> None:
+        """Copies whose names differ only in Traditional and Simplified
+        characters are the same copy (spec 3: those names are equal; spec 5:
+        the same values after normalisation). Only the few settlement_ids
+        whose copies seemed to differ are looked at again, their names
+        converted by opencc in one call."""
+        con = self.con
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE dup_differing AS
+            SELECT s.settlement_id, s.content_hash, {id_normalise_sql("s.id_number")} AS id_norm,
+                   {name_norm_sql("s.name")} AS name_norm
+            FROM s_typed s SEMI JOIN (SELECT settlement_id FROM dup_groups WHERE versions > 1)
+                USING (settlement_id)
+            WHERE s.q_code IS NULL
+            """
+        )
+        names = [r[0] or "" for r in _q(con, "SELECT DISTINCT name_norm FROM dup_differing")]
+        simple = to_simplified_many(names)
+        if names != simple:  # a Traditional character among them
+            register_table(con, "dup_names", {"norm": names, "simple": simple})
+            con.execute(
+                """
+                UPDATE dup_groups g SET versions = v.versions
+                FROM (
+                    SELECT d.settlement_id,
+                           count(DISTINCT hash(d.content_hash, d.id_norm, n.simple)) AS versions
+                    FROM dup_differing d JOIN dup_names n ON n.norm = coalesce(d.name_norm, '')
+                    GROUP BY d.settlement_id
+                ) v
+                WHERE g.settlement_id = v.settlement_id
+                """
+            )
+            _drop(con, "dup_names")
+        _drop(con, "dup_differing")
 
     def pending(self) -> None:
         """Held rows of earlier batches still waiting for a decision."""
