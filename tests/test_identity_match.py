@@ -346,6 +346,43 @@ def test_a_typo_in_the_roster_id_makes_a_candidate() -> None:
     assert rows[0]["candidate_member_id"] == "M1"
 
 
+@pytest.mark.parametrize(
+    ("roster_name", "given"), [("张伟", "張偉"), ("張偉", "张伟"), ("張伟", "张偉")]
+)
+def test_a_typo_in_the_roster_id_is_found_whatever_script_the_names_are_in(
+    roster_name: str, given: str
+) -> None:
+    """The roster side of the search filters the roster by the probes' names
+    before validating IDs: by text alone it missed 张伟 for 張偉 (names equal
+    in spec 3), and found it only when another row of the batch happened to
+    be named 张伟."""
+    bad = sub(A, 17, "0" if A[17] != "0" else "1")
+    rows = identify([("M1", roster_name, bad)], [(A, given)])
+    assert [r["outcome"] for r in rows] == ["probable_id_typo"]
+    assert rows[0]["candidate_member_id"] == "M1"
+
+
+def test_a_roster_id_with_its_check_x_swapped_inside_is_a_candidate() -> None:
+    x_id = make_id("11010519750505005")
+    assert x_id.endswith("X")
+    rows = identify([("M1", "周凯", swap(x_id, 16))], [(x_id, "周凯")])
+    assert [r["outcome"] for r in rows] == ["probable_id_typo"]
+    assert "digits 17 and 18 are swapped" in str(rows[0]["detail"])
+
+
+@pytest.mark.parametrize("pos", [7, 15])  # in the '19' a legacy number lacks; a digit it has
+def test_a_typo_in_the_roster_id_is_found_from_a_legacy_number(pos: int) -> None:
+    """The settlement gives the right 15-digit number; the roster's 18-digit
+    ID has one wrong digit (anywhere: the typo is the roster's): compared in
+    the 18-digit form the legacy number normalises to."""
+    bad = sub(A, pos, str((int(A[pos]) + 1) % 10))
+    assert validate_id(bad, TODAY) is not None
+    legacy = A[:6] + A[8:17]
+    rows = identify([("M1", "张伟", bad)], [(legacy, "张伟")])
+    assert [r["outcome"] for r in rows] == ["probable_id_typo"]
+    assert f"digit {pos + 1} differs" in str(rows[0]["detail"])
+
+
 def test_an_excel_mangled_roster_id_is_never_a_candidate() -> None:
     mangled = A[:15] + "000"
     assert validate_id(mangled, TODAY) == "excel_mangled"

@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import fastexcel
 import pytest
 from stdnum.cn import ric
@@ -328,3 +329,24 @@ def test_a_short_id_number_is_starred_whole_in_every_report(tmp_path: Path) -> N
     assert notices.exit_code == 0, notices.output
     for path in (out / "notices").rglob("*.csv"):
         assert "1101051990" not in path.read_text(encoding="utf-8-sig"), path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "roster member M1 has 1101051990030400X7 (digits 17 and 18 are swapped)",
+        "S1,1101051990030400X7,周凯,outpatient",
+        "110105199003040X07",
+    ],
+)
+def test_an_id_with_an_x_inside_shows_six_and_four_characters(text: str) -> None:
+    """A run of digits stops at an X inside the ID: masking the run first
+    showed its last five characters (110105********400X7)."""
+    from twopay.identity.idnumber import mask_text, mask_text_sql
+
+    token = next(t for t in text.replace(",", " ").split() if len(t) == 18)
+    expected = text.replace(token, token[:6] + "********" + token[-4:])
+    assert mask_text(text) == expected
+    con = duckdb.connect()
+    got = con.execute(f"SELECT {mask_text_sql('t')} FROM (SELECT ? AS t)", [text]).fetchone()
+    assert got == (expected,)

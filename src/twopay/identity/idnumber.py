@@ -89,8 +89,10 @@ def mask_text(value: str) -> str:
     """``value`` with the ID a detail names, and every ID- or account-like
     run of digits, masked."""
     value = _ID_GIVEN_RE.sub(lambda m: m[0].replace(m[1], mask_id(m[1]), 1), value)
-    value = ID_RUN_RE.sub(r"\1********\2", value)
-    return ID_TOKEN_RE.sub(r"\1********\2", value)
+    # whole 18-character tokens first: a run of digits would stop at an X
+    # inside one (1101051990030400X7) and show five characters at its end
+    value = ID_TOKEN_RE.sub(r"\1********\2", value)
+    return ID_RUN_RE.sub(r"\1********\2", value)
 
 
 def mask_text_sql(col: str) -> str:
@@ -100,8 +102,8 @@ def mask_text_sql(col: str) -> str:
         f"CASE WHEN {given} = '' THEN {col} "
         f"ELSE replace({col}, 'ID ' || {given}, 'ID ' || {mask_id_sql(given)}) END"
     )
-    runs = f"regexp_replace({named}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
-    return f"regexp_replace({runs}, '{ID_TOKEN_SQL}', '\\1********\\2', 'g')"
+    tokens = f"regexp_replace({named}, '{ID_TOKEN_SQL}', '\\1********\\2', 'g')"
+    return f"regexp_replace({tokens}, '{ID_RUN_SQL}', '\\1********\\2', 'g')"
 
 
 def mask_id_sql(col: str, empty: str = "''") -> str:

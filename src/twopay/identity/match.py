@@ -43,6 +43,7 @@ from twopay.identity.idnumber import (
 from twopay.identity.names import (
     compare_many,
     homophone_key,
+    name_forms,
     name_norm_sql,
     normalise_name,
     to_simplified_many,
@@ -378,7 +379,7 @@ def _variants_sql(probe: str = "identity_probe") -> str:
     """
 
 
-def _odd_variants_sql() -> str:
+def _odd_variants_sql(probe: str = "identity_probe") -> str:
     """Variants of IDs that are not 17 digits and a check character (a letter
     typed for a digit): few rows, so every edit is built and then tested."""
     return f"""
@@ -388,7 +389,7 @@ def _odd_variants_sql() -> str:
                 WHEN e.kind = 't' THEN left(q.id, e.p - 1) || substr(q.id, e.p + 1, 1)
                     || substr(q.id, e.p, 1) || substr(q.id, e.p + 2)
                 END AS variant
-            FROM identity_probe q, ({_EDITS_SQL}) e
+            FROM {probe} q, ({_EDITS_SQL}) e
             WHERE q.n17 IS NULL AND e.kind IN ('s', 't')
         )
         WHERE regexp_full_match(variant, '[0-9]{{17}}[0-9X]')
@@ -457,17 +458,24 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
     # person's ID be one edit away): the roster records whose own ID is
     # invalid (few; Excel-mangled ones are never guessed) are searched the
     # other way round, from their ID to the settlements' (an edit is
-    # symmetric, so the position named is the same).
+    # symmetric, so the position named is the same). Only the records of
+    # people named as a probe is, in either script (the candidate must have
+    # the same name, and 張偉 is 张伟): a few, not the whole roster.
+    names = [r[0] for r in con.execute("SELECT DISTINCT name_norm FROM identity_probe").fetchall()]
+    forms = sorted({f for n in names if n for f in name_forms(n)})
+    register_table(con, "identity_probe_forms", {"form": forms})
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_roster_probe AS
         WITH d AS (
-            -- only the records of people named as a probe is (the candidate
-            -- must have the same name): a few, not the whole roster
-            SELECT record_key, person_key, {id_digits_sql("person_key")} AS n17
+            -- an ID with a letter inside (the X swapped into place 17) is
+            -- kept too: _odd_variants_sql builds its edits
+            SELECT record_key, person_key,
+                   CASE WHEN regexp_full_match(left(person_key, 17), '[0-9]{{17}}')
+                        THEN {id_digits_sql("person_key")} END AS n17
             FROM roster
-            WHERE name_norm IN (SELECT name_norm FROM identity_probe)
-              AND regexp_full_match(person_key, '[0-9]{{17}}[0-9X]')
+            WHERE name_norm IN (SELECT form FROM identity_probe_forms)
+              AND length(person_key) = 18
         ),
         b AS (
             SELECT record_key AS row_key, person_key AS id, n17
@@ -487,9 +495,12 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
                CASE v.kind WHEN 's' THEN 'digit ' || v.p || ' differs'
                            WHEN 'k' THEN 'the check character differs'
                            ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
-        FROM ({_variants_sql("identity_roster_probe")}) v
+        FROM ({_variants_sql("identity_roster_probe")}
+              UNION ALL {_odd_variants_sql("identity_roster_probe")}) v
+        -- the typo is the roster's: a settlement's legacy number is compared in
+        -- the 18-digit form it normalises to, and the digits are counted there
+        JOIN identity_probe q ON q.id = v.variant
         JOIN roster r ON r.record_key = v.row_key
-        JOIN identity_probe q ON q.id = v.variant AND NOT q.legacy
         """
     )
     # Same name: equal in SQL, or (few pairs) equal once NFKC and

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import product
 
 from opencc import OpenCC
 from pypinyin import lazy_pinyin
@@ -74,6 +75,15 @@ def _converter(config: str) -> OpenCC:
     return OpenCC(config)
 
 
+@lru_cache(maxsize=65536)
+def _char_forms(ch: str) -> tuple[str, ...]:
+    """A character and the ones it equals in the other script: its
+    Simplified form and the Traditional forms of that (张 -> 张, 張)."""
+    simple = _t2s().convert(ch)
+    forms = {ch, simple} | {_converter(c).convert(simple) for c in ("s2t", "s2tw", "s2hk")}
+    return tuple(sorted(f for f in forms if len(f) == 1))
+
+
 def same_name_pattern(name: str) -> str:
     """A regex (RE2, for DuckDB) matching a normalised name written in any mix
     of Simplified and Traditional characters (spec 3: they compare equal):
@@ -81,11 +91,26 @@ def same_name_pattern(name: str) -> str:
     forms of it (张 -> [张張]), so 張伟 finds 张伟 and 張偉 alike."""
     classes = []
     for ch in name:
-        simple = _t2s().convert(ch)
-        forms = {ch, simple} | {_converter(c).convert(simple) for c in ("s2t", "s2tw", "s2hk")}
-        body = "".join(sorted("\\" + f if f in "\\]^-[" else f for f in forms if len(f) == 1))
+        body = "".join("\\" + f if f in "\\]^-[" else f for f in _char_forms(ch))
         classes.append(f"[{body}]")
     return "".join(classes)
+
+
+def name_forms(name: str, limit: int = 64) -> list[str]:
+    """The spellings of a normalised name in any mix of Simplified and
+    Traditional characters (张伟 -> 张伟, 張伟, 张偉, 張偉): the texts an
+    equal name (spec 3) may have, for an SQL filter (`IN`) where a regex
+    per name would cost too much. A name with more than ``limit`` spellings
+    keeps the ones with each character in one script."""
+    options = [_char_forms(ch) for ch in name]
+    count = 1
+    for o in options:
+        count *= len(o)
+    if count > limit:
+        simple = "".join(_t2s().convert(ch) for ch in name)
+        both = {name, simple} | {_converter(c).convert(simple) for c in ("s2t", "s2tw", "s2hk")}
+        return sorted(both)
+    return ["".join(p) for p in product(*options)]
 
 
 @lru_cache(maxsize=65536)
