@@ -380,3 +380,38 @@ def test_a_run_without_enrollments_says_so_in_the_detail(tmp_path: Path) -> None
             "req: no enrollment in force on 2024-01-10 (the run was given no --enrollments file)",
         )
     ]
+
+
+def test_an_enrollment_naming_no_scheme_of_the_rules_is_exit_2_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    """An enrollment that names its scheme by title (or in another case) was
+    never read: the member was rejected no_coverage "no enrollment in force",
+    and, the file fixed, the claim re-sent was a duplicate."""
+    ws = init_workspace(tmp_path / "ws", {"req.toml": REQUIRED_PLAN, "a.toml": A_PLAN})
+    roster = write_csv(
+        tmp_path / "roster.csv",
+        ROSTER_HEADER,
+        [("M1", "会员1", person_id(1), "C1", "U1", "in_service", "2020-01-01", None)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("S1", person_id(1), "会员1", "住院", "2024-01-10", "2024-01-08", "100", "80", None)],
+    )
+    enrollments = write_csv(
+        tmp_path / "e.csv",
+        ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
+        [
+            (person_id(1), None, "req", "2024-01-01", "2024-12-31"),
+            (person_id(1), None, "REQ", "2024-01-01", "2024-12-31"),
+        ],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--enrollments", enrollments,
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "e.csv: line 3: scheme 'REQ' is not a scheme of the rules" in done.output
+    assert "expected one of: a-plan, req" in done.output
+    assert rows(ws / "twopay.duckdb", "SELECT count(*) FROM batches") == [(0,)]

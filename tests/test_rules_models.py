@@ -149,6 +149,11 @@ BAD_FILES = {
         "expected a number, got the boolean true",
     ),
     "version a number": (edit('version = "2018"', "version = 2018"), "version", "string"),
+    "categories empty": (  # it would cover nobody: every claim rejected no_coverage
+        edit('categories = ["in_service"]', "categories = []"),
+        "categories",
+        "at least 1 item",
+    ),
     "categories not a list": (
         edit('categories = ["in_service"]', 'categories = "in_service"'),
         "categories",

@@ -567,6 +567,8 @@ class _Batch:
             drop_loaded(con, f"{table}_in0")
         if self.opts.units is not None:
             self._refuse_a_units_file_without_units(self.opts.units)
+        if self.opts.enrollments is not None:
+            self._refuse_enrollments_of_unknown_schemes(self.opts.enrollments)
         if self.ws.overrides_path.exists():
             loaded = self._load(self.ws.overrides_path, OVERRIDES, "ovr_in0", workdir)
             con.execute(
@@ -614,6 +616,25 @@ class _Batch:
             f"{path}: the units file has no unit, {why}; every settlement would be rejected "
             "unit_dues_unpaid: fix the file, or run without --units."
         )
+
+    def _refuse_enrollments_of_unknown_schemes(self, path: Path) -> None:
+        """An enrollment names its scheme by a rule file's `scheme` id. One
+        that names no scheme of the rules (its title 威海市..., another case)
+        is never read: every member of that scheme would be rejected
+        no_coverage "no enrollment in force", for good (a settlement re-sent
+        later is a duplicate). The file is wrong: exit 2 naming the line."""
+        known = sorted(self.rules.schemes)
+        bad = _q(
+            self.con,
+            "SELECT line_number, scheme FROM enrollments_typed WHERE q_code IS NULL "
+            "AND NOT list_contains(?::VARCHAR[], scheme) ORDER BY line_number LIMIT 1",
+            [known],
+        )
+        if bad:
+            raise UsageError(
+                f"{path}: line {bad[0][0]}: scheme {bad[0][1]!r} is not a scheme of the rules; "
+                f"expected one of: {', '.join(known)} (the `scheme` key of a rule file)."
+            )
 
     # -- quarantine ------------------------------------------------------
 

@@ -150,7 +150,8 @@ class RuleVersion(_Strict):
     effective_from: date
     effective_to: date | None = None
     enrollment: Literal["automatic", "required"] = "automatic"
-    categories: list[Category] = Field(default_factory=lambda: ["in_service"])
+    # an empty list would cover nobody: every settlement rejected no_coverage
+    categories: list[Category] = Field(default_factory=lambda: ["in_service"], min_length=1)
     base: BaseColumn = "self_pay_1"
     annual_cap: Money | None = None
     waiting_days: Count = 0
