@@ -148,6 +148,11 @@ BAD_FILES = {
         "outpatient.ratio",
         "expected a number, got the boolean true",
     ),
+    "version blank": (
+        edit('version = "2018"', 'version = "  "'),
+        "version",
+        'expected a version label that is not blank, got the string "  "',
+    ),
     "version a number": (edit('version = "2018"', "version = 2018"), "version", "string"),
     "categories empty": (  # it would cover nobody: every claim rejected no_coverage
         edit('categories = ["in_service"]', "categories = []"),
@@ -341,7 +346,8 @@ BAD_FILES = {
     "bad scheme id": (
         edit('scheme = "bj-inservice"', 'scheme = "北京 scheme"'),
         "scheme",
-        "pattern",
+        "expected an id of lower-case letters, digits, '-' and '_' (at most 64), "
+        'got the string "北京 scheme"',
     ),
     "empty version": (edit('version = "2018"', 'version = ""'), "version", "at least 1"),
     "outpatient allowance": (

@@ -97,6 +97,13 @@ def _toml_value(value: object) -> str:
     return type(value).__name__
 
 
+# what a key's pattern asks for, in words (pydantic would print the regex)
+_PATTERN_EXPECTED = {
+    "scheme": "an id of lower-case letters, digits, '-' and '_' (at most 64)",
+    "version": "a version label that is not blank",
+}
+
+
 def _problem(err: ErrorDetails) -> str:
     """One validation error as "what was expected": pydantic's wording for
     limits and choices, ours for wrong types, unknown and missing keys."""
@@ -107,6 +114,8 @@ def _problem(err: ErrorDetails) -> str:
         return "required key is missing"
     if kind in _EXPECTED_TYPE:
         return f"expected {_EXPECTED_TYPE[kind]}, got {_toml_value(err['input'])}"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] in _PATTERN_EXPECTED:
+        return f"expected {_PATTERN_EXPECTED[err['loc'][-1]]}, got {_toml_value(err['input'])}"
     if kind == "value_error":  # a plain ValueError: drop pydantic's "Value error, "
         return str(err.get("ctx", {}).get("error", err["msg"]))
     return err["msg"]

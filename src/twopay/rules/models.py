@@ -146,7 +146,7 @@ class RuleVersion(_Strict):
 
     scheme: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     title: str = ""
-    version: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]  # not blank
     effective_from: date
     effective_to: date | None = None
     enrollment: Literal["automatic", "required"] = "automatic"
