@@ -509,3 +509,130 @@ def test_a_member_id_given_to_another_person_nets_each_person_apart(
     assert [
         (r["member_id"], r["amount"], r["settlement_ids"]) for r in read(feb / "recoveries.csv")
     ] == [("M1", "1000.00", "R1")]
+
+
+def notice_payment_ids(ws: Path, period: str) -> set[str]:
+    """The payment_ids the period's unit notices list as failed."""
+    done = cli("notices", "-w", ws, "--period", period)
+    assert done.exit_code == 0, done.output
+    ids: set[str] = set()
+    for path in (ws / "reports" / period / "notices").glob("*.csv"):
+        ids |= {r["支付编号"] for r in read(path) if r["支付编号"]}
+    return ids
+
+
+def test_a_failed_reissue_of_a_payment_the_bank_paid_after_all_is_not_reissued_again(
+    ws: Path, tmp_path: Path
+) -> None:
+    """January's payment fails and February re-issues it; then the bank says
+    January's went through after all, and February's re-issue failed. The
+    member has the money: March re-issued the re-issue and paid them twice."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    (retry,) = [p for p in feb if p["retry_of"]]
+    late = bank_return(tmp_path / "late.csv", [failed, retry], {retry["payment_id"]})
+    code, out = reconcile(ws, late)
+    counts = out["counts"]
+    assert code == 3 and (counts["failed"], counts["paid_after_reissue"]) == (1, 1)  # type: ignore[index]
+    assert retry["payment_id"] not in notice_payment_ids(ws, "2024-02")  # nothing to fix
+    mar = month(ws, tmp_path, 3, roster_file(tmp_path / "r3.csv"))
+    assert not [p for p in mar if p["retry_of"]]
+    summary = json.loads((ws / "reports" / "2024-03" / "summary.json").read_text("utf-8"))
+    assert summary["balance"]["retries"] == 0 and summary["balance"]["retries_waiting"] == 0
+
+
+def test_a_failed_row_with_another_amount_is_a_failure_reissued_in_full(
+    ws: Path, tmp_path: Path
+) -> None:
+    """Many banks write 0.00 on a failed row (the amount moved): it was an
+    amount_mismatch, never re-issued and in no notice."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    path = bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]})
+    text = path.read_text("utf-8").replace(f",{failed['amount']},failed", ",0.00,failed")
+    path.write_text(text, "utf-8")
+    code, out = reconcile(ws, path)
+    assert code == 3 and out["counts"] == {"success": len(jan) - 1, "failed": 1}
+    assert failed["payment_id"] in notice_payment_ids(ws, "2024-01")
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    assert [(p["retry_of"], p["amount"]) for p in feb if p["retry_of"]] == [
+        (failed["payment_id"], failed["amount"])
+    ]
+
+
+def test_a_return_given_before_its_run_is_read_again_after_it(ws: Path, tmp_path: Path) -> None:
+    """Reconciled before the run that issued its payments, every row was
+    unknown_payment; given again after the run it was "already reconciled",
+    and its failure was never re-issued."""
+    s = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))
+    early_ws = init_workspace(tmp_path / "other", {"test-plan.toml": SIMPLE_RULE})
+    assert run(early_ws, "2024-01", s, roster_file(tmp_path / "r0.csv")).exit_code == 0  # type: ignore[attr-defined]
+    jan_elsewhere = read(early_ws / "reports" / "2024-01" / "payouts.csv")
+    path = bank_return(tmp_path / "ret1.csv", jan_elsewhere, {jan_elsewhere[0]["payment_id"]})
+    code, out = reconcile(ws, path)  # this workspace has no payment yet
+    assert code == 3 and set(out["counts"]) == {"unknown_payment"}
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    code, out = reconcile(ws, path)
+    assert code == 3 and out["counts"] == {"success": len(jan) - 1, "failed": 1}
+    code, again = reconcile(ws, path)  # now a plain repeat: nothing new
+    assert again["return_id"] == out["return_id"]
+    feb = month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    assert [p["retry_of"] for p in feb if p["retry_of"]] == [jan[0]["payment_id"]]
+
+
+def test_an_unknown_payment_id_that_is_an_id_number_is_masked(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    stray = {**jan[0], "payment_id": person_id(3)}
+    code, out = reconcile(ws, bank_return(tmp_path / "ret1.csv", [*jan, stray]))
+    assert code == 3 and out["counts"]["unknown_payment"] == 1
+    shown = json.dumps(out, ensure_ascii=False)
+    assert person_id(3) not in shown and f"{person_id(3)[:6]}********" in shown
+    table = cli("reconcile", "-w", ws, "--bank-return", tmp_path / "ret1.csv")
+    assert person_id(3) not in table.output
+
+
+def test_an_unreadable_row_keeps_why_beside_the_banks_reason(ws: Path, tmp_path: Path) -> None:
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    path = bank_return(tmp_path / "ret1.csv", jan, {jan[0]["payment_id"]})
+    text = path.read_text("utf-8").replace(f",{jan[0]['amount']},failed", ",75O.00,failed")
+    path.write_text(text, "utf-8")
+    code, out = reconcile(ws, path)
+    assert code == 3
+    (row,) = [p for p in out["problems"] if p["result"] == "unreadable"]  # type: ignore[attr-defined]
+    assert row["reason"] == "amount '75O.00' is not an amount (bank: 卡号已注销)"
+
+
+def test_a_retry_follows_its_member_when_the_unit_corrects_the_id_number(
+    ws: Path, tmp_path: Path
+) -> None:
+    """M1's roster ID had a typo: the claim was held, accepted by review, paid,
+    and failed at the bank. The unit then corrected the ID (same member_id,
+    name and card): the re-issue waited for ever, "not in the roster"."""
+    true_id = person_id(1)
+    typo = true_id[:10] + "9" + true_id[11:]  # month 91: invalid, one digit away
+    members = [("M1", "张三", typo, card(1), "U1", "在职", "2020-01-01", None)]
+    r1 = write_csv(tmp_path / "r1.csv", ROSTER_HEADER, members)
+    jan = [("S1", true_id, "张三", "门诊", "2024-01-05", None, "3000", "3000", None)]
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, jan)
+    assert run(ws, "2024-01", s1, r1).exit_code == 0  # type: ignore[attr-defined]
+    assert [r["reason_code"] for r in read(ws / "reports" / "2024-01" / "review.csv")] == [
+        "probable_id_typo"
+    ]
+    (ws / "overrides.csv").write_text(
+        "settlement_id,decision,member_id,note,decided_by\nS1,accept,M1,roster typo,审核\n",
+        encoding="utf-8",
+    )
+    empty = write_csv(tmp_path / "empty.csv", SETTLEMENT_HEADER, [])
+    assert run(ws, "2024-02", empty, r1).exit_code == 0  # type: ignore[attr-defined]
+    feb = read(ws / "reports" / "2024-02" / "payouts.csv")
+    assert [(p["member_id"], p["amount"]) for p in feb] == [("M1", "1000.00")]
+    reconcile(ws, bank_return(tmp_path / "ret.csv", feb, {feb[0]["payment_id"]}))
+    fixed = [("M1", "张三", true_id, card(1), "U1", "在职", "2020-01-01", None)]
+    r2 = write_csv(tmp_path / "r2.csv", ROSTER_HEADER, fixed)
+    assert run(ws, "2024-03", empty, r2).exit_code == 0  # type: ignore[attr-defined]
+    mar = read(ws / "reports" / "2024-03" / "payouts.csv")
+    assert [(p["member_id"], p["amount"], p["retry_of"]) for p in mar] == [
+        ("M1", "1000.00", feb[0]["payment_id"])
+    ]

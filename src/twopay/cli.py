@@ -607,7 +607,8 @@ def reconcile(
     """Match a bank return to payments; failed ones are re-issued by the next run.
 
     Exit 3 when any payment failed, differs, is unknown or has no return row.
-    The same file twice records nothing new.
+    The same file twice records nothing new (unless it was given before the run
+    that issued its payments).
     """
     from twopay.errors import DataQualityError
     from twopay.ledger.reconcile import reconcile as do_reconcile

@@ -267,6 +267,20 @@ def id_digits_sql(col: str) -> str:
 TODAY_SQL = "coalesce(getvariable('identity_today'), current_date)"
 
 
+def one_edit_sql(a: str, b: str) -> str:
+    """SQL: ID numbers ``a`` and ``b`` (normalised, 18 characters) are one
+    digit substitution or one adjacent transposition apart (spec 3 rule 4's
+    typo). For a few rows: the matcher builds variants instead."""
+    swapped = (
+        f"list_bool_or(list_transform(range(1, 18), lambda i: left({a}, i - 1) "
+        f"|| substr({a}, i + 1, 1) || substr({a}, i, 1) || substr({a}, i + 2) = {b}))"
+    )
+    # (hamming needs equal lengths, and DuckDB may evaluate it for every row
+    # of a vector whatever the AND before it says: it is given two)
+    same = f"CASE WHEN length({a}) = 18 AND length({b}) = 18 THEN hamming({a}, {b}) END"
+    return f"(({same}) = 1 OR ({same}) = 2 AND {swapped})"
+
+
 def id_problem_sql(col: str, today_sql: str, n17: str | None = None) -> str:
     """SQL for validate_id over an already normalised column: NULL when valid,
     else the problem code. ``today_sql`` is a DATE expression, normally a

@@ -8,8 +8,9 @@ result, the first that applies:
 * ``unknown_payment``: no payment has that payment_id;
 * ``duplicate_row``: an earlier row of the same file already answered this
   payment (the first row in file order counts);
-* ``amount_mismatch``: the bank's amount differs from the amount issued;
-* ``failed``: the bank could not pay; its reason is kept;
+* ``failed``: the bank could not pay; its reason is kept (whatever amount
+  it writes on the row: no money moved, the issued amount is re-issued);
+* ``amount_mismatch``: the bank paid an amount other than the one issued;
 * ``card_mismatch``: the bank says it paid another card than the one the
   payment was issued to (spaces and hyphens aside; a card the bank masks with
   ``*`` is compared on the characters it shows at each end); a row without a
@@ -27,12 +28,14 @@ bank that splits one batch's answers over several files raises no false alarm.
 Anything but ``success`` is a discrepancy (the CLI exits 3). The results are
 kept in ``bank_returns``; the file's SHA-256 identifies it, so the same file
 given twice (under any name) records nothing new and reports what was recorded
-the first time.
+the first time; unless rows of it named no payment then and name one now (it
+was reconciled before the run that issued them): then it is read again.
 
 Re-issue (read by ``pipeline.batch._Batch.payments``): a payment whose latest
 answer from the bank (the latest return's row, ignoring unreadable and
-duplicate rows and missing rows) is ``failed``, and that no earlier batch has
-re-issued, is paid again by the next run with retry_of = its payment_id, to the
+duplicate rows and missing rows) is ``failed``, that no earlier batch has
+re-issued, and none of whose earlier payments (the one it re-issues, and so
+on) the bank has since answered paid after all (FAILED_SQL), is paid again by the next run with retry_of = its payment_id, to the
 card the member's roster record holds in that run; the retry's payment_id is
 ``<period>-<member_id>-R<n>`` (n counts that member's re-issues in the batch),
 so it never collides with the member's regular ``<period>-<member_id>``. A
@@ -81,13 +84,18 @@ WITH numbered AS (
 )
 SELECT
     $return_id, r.source_file, $sha256, r.line_number, r.payment_id, r.card_no, r.amount,
-    r.status, coalesce(r.reason, r.q_detail) AS reason,
+    r.status,
+    -- an unreadable row says why it could not be read, beside the bank's own reason
+    CASE WHEN r.q_code IS NOT NULL
+        THEN r.q_detail || coalesce(' (bank: ' || r.reason || ')', '') ELSE r.reason END AS reason,
     CASE
         WHEN r.q_code IS NOT NULL THEN 'unreadable'
         WHEN p.payment_id IS NULL THEN 'unknown_payment'
         WHEN r.nth > 1 THEN 'duplicate_row'
-        WHEN r.amount <> p.amount THEN 'amount_mismatch'
+        -- a failed row moved no money, whatever amount the bank writes on it
+        -- (0.00 on many returns): the issued amount is re-issued
         WHEN r.status = 'failed' THEN 'failed'
+        WHEN r.amount <> p.amount THEN 'amount_mismatch'
         WHEN NOT card_matches(p.card_no, r.card_no) THEN 'card_mismatch'
         WHEN EXISTS (SELECT 1 FROM payments AS q WHERE q.retry_of = p.payment_id)
             THEN 'paid_after_reissue'
@@ -142,7 +150,34 @@ WHERE line_number IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY return_id DESC, line_number) = 1
 """
 
-SEEN_SQL = "SELECT min(return_id) FROM bank_returns WHERE sha256 = ?"
+# The failures still owed: the bank's latest answer is `failed`, and no
+# earlier payment of the payment's re-issue chain (retry_of, retry_of's
+# retry_of, ...) has since been answered paid after all: then the member has
+# the money, and re-issuing the failed re-issue would pay them twice. What
+# the next run re-issues (once), and what notices tell units of.
+FAILED_SQL = f"""
+WITH RECURSIVE answered AS ({LATEST_ANSWER_SQL}),
+chain(payment_id, ancestor) AS (
+    SELECT payment_id, retry_of FROM payments WHERE retry_of IS NOT NULL
+    UNION ALL
+    SELECT c.payment_id, q.retry_of
+    FROM chain AS c JOIN payments AS q ON q.payment_id = c.ancestor
+    WHERE q.retry_of IS NOT NULL
+)
+SELECT a.* FROM answered AS a
+WHERE a.result = 'failed'
+  AND a.payment_id NOT IN (
+        SELECT c.payment_id FROM chain AS c JOIN answered AS e ON e.payment_id = c.ancestor
+        WHERE e.status = 'success')
+"""
+
+SEEN_SQL = "SELECT max(return_id) FROM bank_returns WHERE sha256 = ?"
+# rows of a recorded return that named no payment then but name one now (the
+# file was reconciled before the run that issued them): the file is read again
+STALE_SQL = """
+SELECT count(*) FROM bank_returns AS b JOIN payments AS p USING (payment_id)
+WHERE b.return_id = ? AND b.result = 'unknown_payment'
+"""
 NEXT_ID_SQL = "SELECT coalesce(max(return_id), 0) + 1 FROM bank_returns"
 
 SUMMARY_SQL = """
@@ -208,7 +243,7 @@ def reconcile(ws: Workspace, path: Path, *, encoding: str | None = None) -> Reco
         con = ws.connect()
         try:
             seen = con.execute(SEEN_SQL, [digest]).fetchall()[0][0]
-            if seen is not None:
+            if seen is not None and not con.execute(STALE_SQL, [seen]).fetchall()[0][0]:
                 return _result(con, int(seen), already=True)
             ws.temp_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=ws.temp_dir) as tmp:
@@ -268,17 +303,20 @@ def _result(con: duckdb.DuckDBPyConnection, return_id: int, *, already: bool) ->
     problems = [
         {
             # the bank's free text may quote a card or ID number: masked like
-            # every other text twopay shows (spec 7); the ledger keeps it whole
+            # every other text twopay shows (spec 7); the ledger keeps it whole.
+            # So may a payment_id that names no payment (a column of card or
+            # ID numbers taken for the payment_id)
             k: (
                 f"{v:.2f}"
                 if isinstance(v, Decimal)
                 else mask_text(v)
-                if k == "reason" and isinstance(v, str)
+                if isinstance(v, str)
+                and (k == "reason" or (k == "payment_id" and row["member_id"] is None))
                 else v
             )
-            for k, v in zip(cols, r, strict=True)
+            for k, v in row.items()
         }
-        for r in cur.fetchall()
+        for row in (dict(zip(cols, r, strict=True)) for r in cur.fetchall())
     ]
     ordered = {k: counts[k] for k in RESULTS if k in counts}
     return ReconcileResult(

@@ -39,7 +39,13 @@ from twopay.errors import (
     oom_advice,
 )
 from twopay.faults import fault_point
-from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql, mask_text
+from twopay.identity.idnumber import (
+    TODAY_SQL,
+    id_normalise_sql,
+    id_problem_sql,
+    mask_text,
+    one_edit_sql,
+)
 from twopay.identity.match import (
     exact_detail_sql,
     exact_evidence_sql,
@@ -50,7 +56,7 @@ from twopay.identity.match import (
 from twopay.identity.names import name_norm_sql, to_simplified_many
 from twopay.io.readers import LoadedFile, drop_loaded, file_sha256, load_input
 from twopay.io.schemas import ENROLLMENTS, OVERRIDES, ROSTER, SETTLEMENTS, UNITS, FileKind
-from twopay.ledger.reconcile import LATEST_ANSWER_SQL
+from twopay.ledger.reconcile import FAILED_SQL
 from twopay.ledger.schema import STAGED, batch_tables, clear_uncommitted_stages, next_stage_id
 from twopay.ledger.tables import drop_temporaries, register_table
 from twopay.ledger.workspace import Workspace
@@ -1290,10 +1296,9 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE batch_failed AS
-            WITH answered AS ({LATEST_ANSWER_SQL})
             SELECT p.payment_id, p.member_id, p.person_key, p.amount
-            FROM payments p JOIN answered a USING (payment_id)
-            WHERE p.{self.prior} AND a.result = 'failed'
+            FROM payments p JOIN ({FAILED_SQL}) a USING (payment_id)
+            WHERE p.{self.prior}
               AND NOT EXISTS (SELECT 1 FROM payments q
                               WHERE q.{self.prior} AND q.retry_of = p.payment_id)
             """,
@@ -1363,12 +1368,29 @@ class _Batch:
         # the card of the person the failed payment was for: a member_id the
         # roster has since given to someone else must not take their money
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE retry_cards AS
-            SELECT member_id, person_key, name, card_no, unit_code, bank_account FROM roster
-            WHERE member_id IN (SELECT member_id FROM batch_failed)
+            WITH owed AS (
+                SELECT DISTINCT member_id, person_key,
+                       person_key NOT IN (SELECT person_key FROM roster
+                                          WHERE person_key IS NOT NULL) AS gone
+                FROM batch_failed
+            )
+            -- the member_id's record of the person it was owed to; or, when no
+            -- record holds that ID number any more, the member_id's record
+            -- whose ID is the old one corrected (one digit substituted or two
+            -- adjacent swapped, spec 3's typo), or any of its records when the
+            -- old ID was invalid (which names no person: the payment was the
+            -- member_id's own). Never a stranger given the member_id since.
+            SELECT o.member_id, o.person_key, r.name, r.card_no, r.unit_code, r.bank_account
+            FROM owed o JOIN roster r ON r.member_id = o.member_id
+            WHERE r.person_key = o.person_key
+               OR o.gone AND ({id_problem_sql("o.person_key", TODAY_SQL)} IS NOT NULL
+                              OR {one_edit_sql("o.person_key", "r.person_key")})
             QUALIFY row_number() OVER (
-                PARTITION BY member_id, person_key ORDER BY valid_from DESC, record_key DESC) = 1
+                PARTITION BY o.member_id, o.person_key
+                ORDER BY r.person_key = o.person_key DESC, r.valid_from DESC,
+                         r.record_key DESC) = 1
             """
         )
         con.execute(

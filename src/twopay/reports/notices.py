@@ -28,7 +28,7 @@ import polars as pl
 
 from twopay.errors import UsageError
 from twopay.identity.idnumber import TODAY_SQL, id_normalise_sql, id_problem_sql
-from twopay.ledger.reconcile import LATEST_ANSWER_SQL
+from twopay.ledger.reconcile import FAILED_SQL
 from twopay.ledger.workspace import Workspace
 from twopay.reports import layout
 from twopay.reports.reasons import FIXES, reason
@@ -124,14 +124,15 @@ def notice_rows_sql(unmask: bool) -> str:
         LEFT JOIN by_member bc ON bc.member_id = p.candidate_member_id
         LEFT JOIN by_person bp ON bp.person_key = p.person_key
     ),
-    -- the bank's answer as the next run reads it to re-issue
-    returned AS ({LATEST_ANSWER_SQL}),
+    -- the failures as the next run reads them to re-issue
+    returned AS ({FAILED_SQL}),
     failed AS (
+        -- the amount owed (a failed row moved no money, whatever it says)
         SELECT 3, 'payment_failed', NULL, NULL, NULL, p.payment_id, p.member_id, p.name,
-            NULL, p.card_no, NULL, NULL, coalesce(r.amount, p.amount), 'payment_failed',
+            NULL, p.card_no, NULL, NULL, p.amount, 'payment_failed',
             r.reason, NULL, p.unit_code
         FROM payments p JOIN returned r USING (payment_id)
-        WHERE p.batch_id = $batch AND r.result = 'failed'  -- what the next run re-issues
+        WHERE p.batch_id = $batch
     ),
     roster_bad AS (
         -- roster records that could not be read (an empty card number, a bad
