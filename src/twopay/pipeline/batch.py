@@ -913,6 +913,8 @@ class _Batch:
         whose copies seemed to differ are looked at again, their names
         converted by opencc in one call."""
         con = self.con
+        if not _scalar(con, "SELECT count(*) FROM dup_groups WHERE versions > 1"):
+            return  # no copies differ (most months): nothing to look at again
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE dup_differing AS
@@ -1381,7 +1383,8 @@ class _Batch:
             -- whose ID is the old one corrected (one digit substituted or two
             -- adjacent swapped, spec 3's typo), or any of its records when the
             -- old ID was invalid (which names no person: the payment was the
-            -- member_id's own). Never a stranger given the member_id since.
+            -- member_id's own). Someone with a valid ID number of their own,
+            -- given the member_id since, is not paid what was owed to another.
             SELECT o.member_id, o.person_key, r.name, r.card_no, r.unit_code, r.bank_account
             FROM owed o JOIN roster r ON r.member_id = o.member_id
             WHERE r.person_key = o.person_key
