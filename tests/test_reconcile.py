@@ -636,3 +636,39 @@ def test_a_retry_follows_its_member_when_the_unit_corrects_the_id_number(
     assert [(p["member_id"], p["amount"], p["retry_of"]) for p in mar] == [
         ("M1", "1000.00", feb[0]["payment_id"])
     ]
+
+
+def test_a_debt_follows_its_member_when_the_unit_corrects_the_id_number(
+    ws: Path, tmp_path: Path
+) -> None:
+    """M1's roster ID had a typo; a claim accepted by review was paid, then
+    reversed: M1 owed it back under the mistyped ID. The unit corrected the
+    ID, and M1's next payment was made in full: the debt was never offset."""
+    true_id = person_id(1)
+    typo = true_id[:10] + "9" + true_id[11:]  # month 91: invalid, one digit away
+    member = ("M1", "张三", typo, card(1), "U1", "在职", "2020-01-01", None)
+    r1 = write_csv(tmp_path / "r1.csv", ROSTER_HEADER, [member])
+    r2 = write_csv(tmp_path / "r2.csv", ROSTER_HEADER, [(*member[:2], true_id, *member[3:])])
+    months = {
+        "2024-01": [("S1", true_id, "张三", "门诊", "2024-01-05", None, "3000", "3000", None)],
+        "2024-02": [],
+        "2024-03": [("R1", true_id, "张三", "门诊", "2024-03-03", None, "-3000", "-3000", "S1")],
+        "2024-04": [("S3", true_id, "张三", "门诊", "2024-04-04", None, "3000", "1600", None)],
+    }
+    for period, rows in months.items():
+        s = write_csv(tmp_path / f"{period}.csv", SETTLEMENT_HEADER, rows)
+        done = run(ws, period, s, r2 if period == "2024-04" else r1)
+        assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
+        if period == "2024-01":  # held probable_id_typo: accepted by review
+            (ws / "overrides.csv").write_text(
+                "settlement_id,decision,member_id,note,decided_by\nS1,accept,M1,typo,审核\n",
+                encoding="utf-8",
+            )
+    feb = read(ws / "reports" / "2024-02" / "payouts.csv")
+    assert [(p["member_id"], p["amount"]) for p in feb] == [("M1", "1000.00")]
+    assert lines_total(ws, "2024-04") == Decimal("300.00")
+    # 300 earned in April, 1000 owed: all of it offset, nothing paid
+    assert read(ws / "reports" / "2024-04" / "payouts.csv") == []
+    summary = json.loads((ws / "reports" / "2024-04" / "summary.json").read_text("utf-8"))
+    assert summary["balance"]["balanced"] is True
+    assert summary["balance"]["recoveries_net"] == "-300.00"

@@ -1327,9 +1327,24 @@ class _Batch:
                 SELECT member_id, person_key, sum(payout) AS gross, count(*) AS n_lines
                 FROM batch_lines GROUP BY member_id, person_key
             ),
+            debts AS (SELECT * FROM recoveries WHERE {self.prior}),
+            -- a debt under an ID number the roster has since corrected follows
+            -- its member_id to the corrected record, as a failed payment does
+            moved AS (
+                SELECT d.member_id, d.person_key AS old_key, r.person_key AS new_key
+                FROM (SELECT DISTINCT member_id, person_key FROM debts) d
+                JOIN roster r ON r.member_id = d.member_id AND r.person_key IS NOT NULL
+                WHERE {_id_corrected_sql("d.person_key", "r.person_key")}
+                QUALIFY row_number() OVER (
+                    PARTITION BY d.member_id, d.person_key
+                    ORDER BY r.valid_from DESC, r.record_key DESC) = 1
+            ),
             owed AS (
-                SELECT person_key, sum(amount) AS outstanding
-                FROM recoveries WHERE {self.prior} GROUP BY person_key
+                SELECT coalesce(m.new_key, d.person_key) AS person_key,
+                       sum(d.amount) AS outstanding
+                FROM debts d LEFT JOIN moved m
+                    ON m.member_id = d.member_id AND m.old_key = d.person_key
+                GROUP BY ALL
             ),
             ranked AS (
                 SELECT n.*, coalesce(o.outstanding, 0) AS outstanding,
@@ -1372,24 +1387,13 @@ class _Batch:
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE retry_cards AS
-            WITH owed AS (
-                SELECT DISTINCT member_id, person_key,
-                       person_key NOT IN (SELECT person_key FROM roster
-                                          WHERE person_key IS NOT NULL) AS gone
-                FROM batch_failed
-            )
-            -- the member_id's record of the person it was owed to; or, when no
-            -- record holds that ID number any more, the member_id's record
-            -- whose ID is the old one corrected (one digit substituted or two
-            -- adjacent swapped, spec 3's typo), or any of its records when the
-            -- old ID was invalid (which names no person: the payment was the
-            -- member_id's own). Someone with a valid ID number of their own,
-            -- given the member_id since, is not paid what was owed to another.
+            WITH owed AS (SELECT DISTINCT member_id, person_key FROM batch_failed)
+            -- the member_id's record of the person it was owed to, or of their
+            -- corrected ID number
             SELECT o.member_id, o.person_key, r.name, r.card_no, r.unit_code, r.bank_account
             FROM owed o JOIN roster r ON r.member_id = o.member_id
             WHERE r.person_key = o.person_key
-               OR o.gone AND ({id_problem_sql("o.person_key", TODAY_SQL)} IS NOT NULL
-                              OR {one_edit_sql("o.person_key", "r.person_key")})
+               OR {_id_corrected_sql("o.person_key", "r.person_key")}
             QUALIFY row_number() OVER (
                 PARTITION BY o.member_id, o.person_key
                 ORDER BY r.person_key = o.person_key DESC, r.valid_from DESC,
@@ -1637,6 +1641,20 @@ class _Batch:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+
+def _id_corrected_sql(old: str, new: str) -> str:
+    """SQL: what was owed under ID number ``old`` (a failed payment, a debt)
+    now goes to the member_id's record with ID ``new``: no roster record
+    holds ``old`` any more, and ``new`` is ``old`` corrected (one digit
+    substituted or two adjacent swapped, spec 3's typo), or ``old`` was
+    invalid (it names no person: what was owed was the member_id's own).
+    Someone with a valid ID of their own, given the member_id since, is not
+    paid what was owed to another, nor charged their debt."""
+    return (
+        f"({old} NOT IN (SELECT person_key FROM roster WHERE person_key IS NOT NULL) "
+        f"AND ({id_problem_sql(old, TODAY_SQL)} IS NOT NULL OR {one_edit_sql(old, new)}))"
+    )
 
 
 def _drop(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
