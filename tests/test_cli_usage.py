@@ -259,3 +259,71 @@ def test_init_and_demo_take_the_workspace_option(
     demo = cli("demo", "--workspace", tmp_path / "demo", "--json")
     assert demo.exit_code == 0, demo.output
     assert (tmp_path / "demo" / "reports" / "2024-02" / "payouts.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("aliases", "says"),
+    [
+        # a typo in the key: the 住院日期 column was kept as an extra, and every
+        # inpatient line lost its allowance (note no_admission_date), exit 0
+        ('admision_date = ["住院日期"]', "`admision_date` is not a column twopay reads"),
+        ('self_pay_2 = ["自付一"]', "already names the column `self_pay_1`"),
+        ('name = [" "]', "the alias of `name` is empty"),
+    ],
+)
+def test_a_header_alias_that_cannot_work_is_exit_2_naming_it(
+    tmp_path: Path, aliases: str, says: str
+) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    config = ws / "twopay.toml"
+    config.write_text(config.read_text("utf-8").replace("[aliases]", f"[aliases]\n{aliases}"))
+    done = cli("query", "-w", ws, "select 1")
+    assert done.exit_code == 2, done.output
+    assert says in done.output and "key `aliases`" in done.output
+
+
+@pytest.mark.parametrize("saved", ["utf-8-sig", "gbk"])
+def test_a_settings_file_saved_by_notepad_is_read_or_named(tmp_path: Path, saved: str) -> None:
+    """With a BOM it was "not valid TOML at line 1"; in GBK ("ANSI") an
+    internal error (exit 1)."""
+    ws = init_workspace(tmp_path / "ws")
+    config = ws / "twopay.toml"
+    text = config.read_text("utf-8").replace("[aliases]", '[aliases]\nsettlement_id = ["流水号"]')
+    config.write_bytes(text.encode(saved))
+    done = cli("query", "-w", ws, "select 1")
+    if saved == "utf-8-sig":
+        assert done.exit_code == 0, done.output
+    else:
+        assert done.exit_code == 2, done.output
+        assert "twopay.toml: byte" in done.output and "save the settings file as UTF-8" in (
+            done.output
+        )
+
+
+def test_an_encoding_that_needs_a_byte_order_mark_is_exit_2_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """`--encoding utf-16` on a file without a BOM was an internal error."""
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--encoding", "utf-16",
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "cannot be read as utf-16" in done.output and "internal error" not in done.output
+    assert batches(ws) == 0
+
+
+def test_a_quarantine_rate_of_nan_is_refused(tmp_path: Path) -> None:
+    """FloatRange lets nan through, and no rate is ever above nan: the
+    quarantine gate was off."""
+    ws = init_workspace(tmp_path / "ws")
+    roster, settlements = inputs(tmp_path, [one_member()])
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
+        "--roster", roster, "--max-quarantine-rate", "nan",
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert "--max-quarantine-rate" in done.output
+    assert batches(ws) == 0

@@ -36,6 +36,9 @@ REFUSED = {
     "roster_as_settlements.csv": (2, "has no column 'settlement_id'"),
     "dup_header.csv": (2, "both mean 'name'"),
     "mixed_enc.csv": (2, "pass --encoding"),
+    # a row pasted from a GBK export into a UTF-8 file: read whole as GB18030
+    # (which decodes it), every name turned to mojibake and was rejected
+    "utf8_with_a_gbk_row.csv": (2, "line 5 holds a byte that is not UTF-8"),
 }
 # file -> (rows in, quarantined {line: code}) for files that read
 READ = {

@@ -79,6 +79,14 @@ console = Console(file=STDOUT, highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
+def _no_nan(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets nan through, and no rate is ever above nan: the
+    quarantine gate would be off."""
+    if value is not None and value != value:
+        raise click.BadParameter("give a number from 0 to 1, e.g. 0.05")
+    return value
+
+
 def _workspace_option(f: F) -> F:
     return click.option(
         "--workspace",
@@ -284,7 +292,7 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--encoding", help="Force the encoding of CSV inputs (e.g. gb18030, utf-8).")
 @click.option("--replace", is_flag=True, help="Redo the latest batch with other inputs.")
-@click.option("--max-quarantine-rate", type=click.FloatRange(0, 1), default=None)
+@click.option("--max-quarantine-rate", type=click.FloatRange(0, 1), callback=_no_nan, default=None)
 @click.option("--unmask", is_flag=True, help="Do not mask ID numbers and accounts in reports.")
 @_lang_option
 @_workspace_option

@@ -202,6 +202,9 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
+
+
 def detect_encoding(path: Path) -> str:
     """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else GB18030."""
     with path.open("rb") as fh:
@@ -212,12 +215,30 @@ def detect_encoding(path: Path) -> str:
             return "utf-16"  # Excel's "Unicode text"; transcoded like GB18030
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
+        lines = 0  # line breaks in the blocks decoded
+        cjk = 0  # Chinese characters decoded as UTF-8 (counted up to 2)
         try:
             while block := fh.read(CHUNK):
-                decoder.decode(block)
+                text = decoder.decode(block)
+                if cjk < 2:
+                    cjk += sum(1 for _ in itertools.islice(_CJK.finditer(text), 2))
+                lines += block.count(b"\n")
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "gb18030"
+        except UnicodeDecodeError as exc:
+            before = exc.object[: exc.start]  # the decoder's buffer up to the bad byte
+            if cjk < 2:
+                cjk += sum(1 for _ in itertools.islice(_CJK.finditer(before.decode("utf-8")), 2))
+            if cjk < 2:  # (a GBK file's first characters are rarely valid UTF-8 Chinese)
+                return "gb18030"
+            # UTF-8 Chinese before a byte that is not UTF-8: a file that mixes
+            # encodings (rows pasted from a GBK export). Read whole as GB18030,
+            # every UTF-8 character before it would turn into mojibake.
+            line = lines + before.count(b"\n") + 1
+            raise UsageError(
+                f"{path}: the file is UTF-8 but line {line} holds a byte that is not "
+                "UTF-8 (a row pasted from a GBK file?); save the whole file in one "
+                "encoding, or pass --encoding with the encoding to read it all in."
+            ) from None
     return "utf-8"
 
 
@@ -247,6 +268,11 @@ def _to_utf8(path: Path, encoding: str, workdir: Path) -> Path:
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"{path}: cannot be read as {encoding} (byte {exc.start}); "
+            "pass --encoding with the file's real encoding."
+        ) from None
+    except UnicodeError as exc:  # e.g. utf-16 without a byte-order mark
+        raise UsageError(
+            f"{path}: cannot be read as {encoding} ({exc}); "
             "pass --encoding with the file's real encoding."
         ) from None
     return target

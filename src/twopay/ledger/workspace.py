@@ -92,6 +92,37 @@ class Settings(_Strict):
     duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
     aliases: dict[str, list[str]] = Field(default_factory=dict)
 
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_name_columns(cls, aliases: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Each key is a canonical column of some input; each alias is a
+        header no other column of a file kind with that column already has
+        (else it is silently ignored or steals that column's header)."""
+        from twopay.io.schemas import KINDS, header_key
+
+        columns = {c.name for k in KINDS.values() for c in k.columns}
+        for key, names in aliases.items():
+            if key not in columns:
+                raise ValueError(
+                    f"`{key}` is not a column twopay reads; use the canonical (English) "
+                    f'column name as the key, e.g. settlement_id = ["流水号"]'
+                )
+            for alias in names:
+                if not header_key(alias):
+                    raise ValueError(f"the alias of `{key}` is empty")
+                for kind in KINDS.values():
+                    if not any(c.name == key for c in kind.columns):
+                        continue
+                    for col in kind.columns:
+                        taken = {header_key(h) for h in (col.name, *col.aliases)}
+                        taken |= {header_key(h) for h in aliases.get(col.name, [])}
+                        if col.name != key and header_key(alias) in taken:
+                            raise ValueError(
+                                f"the alias {alias!r} of `{key}` already names the column "
+                                f"`{col.name}` of the {kind.name} file"
+                            )
+        return aliases
+
 
 def shipped_rules_dir() -> Path:
     return Path(str(resources.files("twopay") / "defaults" / "rules"))
@@ -253,8 +284,16 @@ def open_workspace(given: str | Path | None) -> Workspace:
             f"{root}: not a twopay workspace (no {CONFIG_NAME}); create one with `twopay init {root}`."
         )
     try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
+        # utf-8-sig: Notepad saves UTF-8 with a byte-order mark (as load_rule_file)
+        data = tomllib.loads(config.read_bytes().decode("utf-8-sig"))
         settings = Settings.model_validate(data)
+    except OSError as exc:
+        raise UsageError(f"{config}: cannot read the settings file ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{config}: byte {exc.start} is not UTF-8; save the settings file as UTF-8 "
+            "(Notepad: Save as, Encoding UTF-8)."
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{config}: not valid TOML: {exc}.") from None
     except ValidationError as exc:
