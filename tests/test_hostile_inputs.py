@@ -526,3 +526,59 @@ def test_a_roster_id_excel_turned_into_a_number_is_named_in_the_rejection(
         "ID number Excel turned into a number with the same first 15 digits: export the "
         "roster's ID column as text."
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (",".join(ROSTER_HEADER) + "\n", "it has no rows under its header"),
+        (
+            ",".join(ROSTER_HEADER) + f"\nM1,张三,{person_id(1)},C1,U1,在职,2020-13-45,\n",
+            "none of its rows can be read (line 2: ",
+        ),
+    ],
+)
+def test_a_roster_with_no_readable_member_is_exit_2_not_every_row_rejected(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    """Every settlement was rejected not_a_member (exit 0), for good once a
+    later batch was committed."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = tmp_path / "r.csv"
+    roster.write_text(text, "utf-8")
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
+    )
+    assert done.exit_code == 2, done.output
+    assert f"{roster}: the roster has no member, {why}" in done.output
+    assert batches(ws) == []
+
+
+@pytest.mark.parametrize("end", ["9999-12-31", "9999/12/31", "99991231", "9999年12月31日"])
+def test_a_valid_to_of_9999_is_open_ended_not_unreadable(tmp_path: Path, end: str) -> None:
+    """9999-12-31, the usual "no end" of HR exports, was not a date: the
+    record was quarantined and its member's claims rejected not_a_member."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", end)],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
+    )
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-01" / "payout_lines.csv").open(encoding="utf-8") as fh:
+        assert [(r["settlement_id"], r["payout"]) for r in csv.DictReader(fh)] == [
+            ("Q1", "1000.00")
+        ]

@@ -76,11 +76,12 @@ def date_sql(col: str) -> str:
     # the ISO form (what most exports and Parquet give) is one fast cast; the
     # other forms are tried only for the cells that are not ISO
     return (
-        f"CASE WHEN regexp_full_match({col}, '[12][0-9]{{3}}-[0-9]{{2}}-[0-9]{{2}}') "
+        f"CASE WHEN regexp_full_match({col}, '(?:[12][0-9]{{3}}|9999)-[0-9]{{2}}-[0-9]{{2}}') "
         f"THEN try_cast({col} AS DATE) "
         # %Y takes one to four digits: a year is four, from 1000 ('24-03-05'
-        # is not a date of year 24); a five-digit serial starting 1 or 2 is tried too
-        f"WHEN regexp_matches({col}, '^[12][0-9]{{3}}') "
+        # is not a date of year 24), or 9999, the usual "no end" of a valid_to
+        # (9999-12-31); a five-digit serial starting 1 or 2 is tried too
+        f"WHEN regexp_matches({col}, '^(?:[12][0-9]{{3}}|9999)') "
         f"THEN coalesce(CAST(coalesce({tries}) AS DATE), {serial}) "
         f"ELSE {serial} END"
     )

@@ -466,6 +466,10 @@ class _Batch:
             FROM roster_rows WHERE stage_id = {self.roster_stage} AND q_code IS NULL
             """
         )
+        self._refuse_a_file_without_records(
+            self.opts.roster, f"(SELECT * FROM roster_rows WHERE stage_id = {self.roster_stage})",
+            "roster has no member", "not_a_member", "fix the file",
+        )  # fmt: skip
         self._load_others(workdir)
 
     def _load_roster(self, workdir: Path) -> None:
@@ -572,7 +576,10 @@ class _Batch:
             con.execute(f"DROP VIEW {table}_in")
             drop_loaded(con, f"{table}_in0")
         if self.opts.units is not None:
-            self._refuse_a_units_file_without_units(self.opts.units)
+            self._refuse_a_file_without_records(
+                self.opts.units, "units_typed", "units file has no unit", "unit_dues_unpaid",
+                "fix the file, or run without --units",
+            )  # fmt: skip
         if self.opts.enrollments is not None:
             self._refuse_enrollments_of_unknown_schemes(self.opts.enrollments)
         if self.ws.overrides_path.exists():
@@ -601,26 +608,28 @@ class _Batch:
                 " decision VARCHAR, member_id VARCHAR, note VARCHAR, decided_by VARCHAR)"
             )
 
-    def _refuse_a_units_file_without_units(self, path: Path) -> None:
-        """A units file with no readable unit would reject every settlement
-        `unit_dues_unpaid` (spec 5), for good: a settlement re-sent later is
-        a duplicate. No centre has no unit paid up; the file is wrong."""
+    def _refuse_a_file_without_records(
+        self, path: Path, table: str, what: str, code: str, fix: str
+    ) -> None:
+        """A roster with no readable record, or a units file with no readable
+        unit, would reject every settlement (not_a_member, unit_dues_unpaid),
+        for good: a settlement re-sent later is a duplicate. The file is
+        wrong: exit 2, naming its first unreadable line."""
         read, line, detail = _q(
             self.con,
             "SELECT count(*) FILTER (WHERE q_code IS NULL), "
             "min(line_number) FILTER (WHERE q_code IS NOT NULL), "
-            "arg_min(q_detail, line_number) FILTER (WHERE q_code IS NOT NULL) FROM units_typed",
+            f"arg_min(q_detail, line_number) FILTER (WHERE q_code IS NOT NULL) FROM {table}",
         )[0]
         if read:
             return
         why = (
-            f"none of its rows can be read (line {line}: {detail})"
+            f"none of its rows can be read (line {line}: {mask_text(detail or '')})"
             if line is not None
             else "it has no rows under its header"
         )
         raise UsageError(
-            f"{path}: the units file has no unit, {why}; every settlement would be rejected "
-            "unit_dues_unpaid: fix the file, or run without --units."
+            f"{path}: the {what}, {why}; every settlement would be rejected {code}: {fix}."
         )
 
     def _refuse_enrollments_of_unknown_schemes(self, path: Path) -> None:
