@@ -292,7 +292,14 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--encoding", help="Force the encoding of CSV inputs (e.g. gb18030, utf-8).")
 @click.option("--replace", is_flag=True, help="Redo the latest batch with other inputs.")
-@click.option("--max-quarantine-rate", type=click.FloatRange(0, 1), callback=_no_nan, default=None)
+@click.option(
+    "--max-quarantine-rate",
+    type=click.FloatRange(0, 1),
+    callback=_no_nan,
+    default=None,
+    help="Above this share of unreadable settlement rows nothing is committed (exit 3); "
+    "default: run.max_quarantine_rate in twopay.toml (0.05).",
+)
 @click.option("--unmask", is_flag=True, help="Do not mask ID numbers and accounts in reports.")
 @_lang_option
 @_workspace_option
