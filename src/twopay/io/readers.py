@@ -206,7 +206,9 @@ _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def detect_encoding(path: Path) -> str:
-    """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else GB18030."""
+    """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else
+    GB18030; a usage error when Chinese read as UTF-8 comes before the first
+    byte that is not (a UTF-8 file with a row in another encoding)."""
     with path.open("rb") as fh:
         head = fh.read(4)
         if head.startswith(codecs.BOM_UTF8):
