@@ -582,3 +582,35 @@ def test_a_valid_to_of_9999_is_open_ended_not_unreadable(tmp_path: Path, end: st
         assert [(r["settlement_id"], r["payout"]) for r in csv.DictReader(fh)] == [
             ("Q1", "1000.00")
         ]
+
+
+def test_membership_inactive_names_the_persons_unreadable_record(tmp_path: Path) -> None:
+    """A card re-issued: the new record (from 2024) has no card number and
+    cannot be read, the old one ended in 2023. The claim is rejected
+    membership_inactive, and the detail named only the old record's dates,
+    not the line the unit must fix."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [
+            ("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", "2023-12-31"),
+            ("M1b", "张三", person_id(1), None, "U1", "在职", "2024-01-01", None),
+        ],
+    )
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Q1", person_id(1), "张三", "门诊", "2024-03-10", None, 3000, 3000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements, "--roster", roster
+    )
+    assert done.exit_code == 0, done.output
+    with (ws / "reports" / "2024-03" / "rejections.csv").open(encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (row["reason_code"], row["detail"]) == (
+        "membership_inactive",
+        "member M1 record valid 2020-01-01 to 2023-12-31; service date 2024-03-10; "
+        "roster line 3 of this ID number could not be read (see quarantine.csv)",
+    )

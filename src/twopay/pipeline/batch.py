@@ -548,6 +548,13 @@ class _Batch:
                 WHERE id_result.row_key = u.row_key
                 """
             )
+        # a member found on another record and rejected membership_inactive:
+        # the detail names their unreadable record too (eligibility.check);
+        # one row per ID number
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE roster_unread AS "
+            "SELECT id_norm, line FROM unmatched_records WHERE id_norm IS NOT NULL"
+        )
         _drop(con, "unmatched_records")
 
     def _load_others(self, workdir: Path) -> None:
@@ -1141,8 +1148,9 @@ class _Batch:
             self.rules,
             has_units=self.opts.units is not None,
             has_enrollments=self.opts.enrollments is not None,
+            unread="roster_unread",
         )
-        _drop(con, "identified2")
+        _drop(con, "identified2", "roster_unread")
         self.write_outcomes()
         self.say("applying rules")
         self.adjudicate()

@@ -196,7 +196,12 @@ def _scheme_check_sql(k: int, scheme: str, has_enrollments: bool) -> tuple[str, 
 
 
 def check(
-    con: duckdb.DuckDBPyConnection, rules: RuleSet, *, has_units: bool, has_enrollments: bool
+    con: duckdb.DuckDBPyConnection,
+    rules: RuleSet,
+    *,
+    has_units: bool,
+    has_enrollments: bool,
+    unread: str = "(SELECT NULL::VARCHAR AS id_norm, NULL::BIGINT AS line WHERE false)",
 ) -> None:
     """From ``identified2`` write ``member_checks`` (one per row of
     identified2, with each scheme's checks as columns: scheme_columns; the
@@ -296,11 +301,13 @@ def check(
                    r.valid_from <= i.service_date
                        AND (r.valid_to IS NULL OR i.service_date <= r.valid_to) AS member_active,
                    coalesce(u.unit_readable, false) AS unit_known, u.dues_paid_through,
-                   u.unit_bad_line
+                   u.unit_bad_line, ur.line AS unread_line
             FROM identified2 i
             LEFT JOIN roster r ON r.record_key = i.record_key AND {identified}
             LEFT JOIN roster_time rt ON rt.record_key = r.record_key
             LEFT JOIN u ON u.unit_code = r.unit_code
+            -- the person's roster record that could not be read (one per ID)
+            LEFT JOIN {unread} ur ON ur.id_norm = i.person_key
         ),
         -- the rows that reach the schemes: an identified, active member, and
         -- (with a units file) a known unit whose dues cover the date
@@ -369,6 +376,9 @@ def check(
                     THEN 'member ' || i.member_id || ' record valid ' || i.valid_from::VARCHAR
                          || ' to ' || coalesce(i.valid_to::VARCHAR, 'open') || '; service date '
                          || i.service_date::VARCHAR
+                         || coalesce('; roster line ' || i.unread_line::VARCHAR
+                                     || ' of this ID number could not be read (see quarantine.csv)',
+                                     '')
                 WHEN {has_units} AND NOT i.unit_known AND i.unit_bad_line IS NOT NULL
                     THEN 'unit ' || i.unit_code || ': its row in the units file (line '
                          || i.unit_bad_line::VARCHAR || ') could not be read; see quarantine.csv'
