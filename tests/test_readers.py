@@ -931,3 +931,19 @@ def test_a_title_above_the_header_is_named_with_the_line_of_the_header(
     assert done.exit_code == 2
     assert "its header is: 北京市职工医疗互助结算明细表." in done.output
     assert "The header looks to be on line 3: delete the line(s) above it" in done.output
+
+
+def test_a_gbk_file_whose_first_name_reads_as_utf8_chinese_is_gbk(tmp_path: Path) -> None:
+    """濮峰安 in GBK is valid UTF-8 (姷尲): with English headers the refusal of
+    UTF-8 files holding a GBK row took a plain GBK file for one."""
+    from twopay.io.readers import detect_encoding
+
+    path = tmp_path / "s.csv"
+    text = "settlement_id,name,visit_type\nS1,濮峰安,住院\nS2,张三,门诊\n"
+    path.write_bytes(text.encode("gbk"))
+    assert detect_encoding(path) == "gb18030"
+    mixed = tmp_path / "m.csv"
+    head = "settlement_id,name,visit_type\nS1,张三,门诊\nS2,欧阳娜娜,门诊\n".encode()
+    mixed.write_bytes(head + "S3,李四,住院\n".encode("gbk"))
+    with pytest.raises(UsageError, match="line 4 holds a byte that is not UTF-8"):
+        detect_encoding(mixed)

@@ -672,3 +672,37 @@ def test_a_debt_follows_its_member_when_the_unit_corrects_the_id_number(
     summary = json.loads((ws / "reports" / "2024-04" / "summary.json").read_text("utf-8"))
     assert summary["balance"]["balanced"] is True
     assert summary["balance"]["recoveries_net"] == "-300.00"
+
+
+def test_a_retry_owed_under_a_mangled_id_is_not_paid_to_the_member_ids_next_holder(
+    ws: Path, tmp_path: Path
+) -> None:
+    """张三's roster ID was mangled by Excel; a reviewer accepted his claim and
+    the payment failed. M1 then went to 李四 (a valid ID of his own): the
+    re-issue went to 李四's card. It waits for 张三."""
+    mangled = person_id(1)[:15] + "000"
+    r1 = write_csv(
+        tmp_path / "r1.csv",
+        ROSTER_HEADER,
+        [("M1", "张三", mangled, card(1), "U1", "在职", "2020-01-01", None)],
+    )
+    jan = [("S1", person_id(1), "张三", "门诊", "2024-01-05", None, "3000", "3000", None)]
+    (ws / "overrides.csv").write_text(
+        "settlement_id,decision,member_id,note,decided_by\nS1,accept,M1,mangled,审核\n",
+        encoding="utf-8",
+    )
+    s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, jan)
+    assert run(ws, "2024-01", s1, r1).exit_code == 0  # type: ignore[attr-defined]
+    paid = read(ws / "reports" / "2024-01" / "payouts.csv")
+    assert [p["member_id"] for p in paid] == ["M1"]
+    reconcile(ws, bank_return(tmp_path / "ret.csv", paid, {paid[0]["payment_id"]}))
+    r2 = write_csv(
+        tmp_path / "r2.csv",
+        ROSTER_HEADER,
+        [("M1", "李四", person_id(7), card(7), "U1", "在职", "2024-02-01", None)],
+    )
+    empty = write_csv(tmp_path / "empty.csv", SETTLEMENT_HEADER, [])
+    assert run(ws, "2024-02", empty, r2).exit_code == 0  # type: ignore[attr-defined]
+    assert read(ws / "reports" / "2024-02" / "payouts.csv") == []
+    summary = json.loads((ws / "reports" / "2024-02" / "summary.json").read_text("utf-8"))
+    assert summary["balance"]["retries_waiting_payment_ids"] == [paid[0]["payment_id"]]

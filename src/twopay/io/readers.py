@@ -205,6 +205,19 @@ def detect_format(path: Path) -> str:
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
+def _common_hanzi(text: str) -> int:
+    """How many characters of ``text`` are common Chinese (GB2312 level 1,
+    the 3755 characters of everyday names and words)."""
+    n = 0
+    for ch in text:
+        if "\u4e00" <= ch <= "\u9fff":
+            try:
+                n += 0xB0 <= ch.encode("gb2312")[0] <= 0xD7
+            except UnicodeEncodeError:
+                pass
+    return n
+
+
 def detect_encoding(path: Path) -> str:
     """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else
     GB18030; a usage error when Chinese read as UTF-8 comes before the first
@@ -218,9 +231,11 @@ def detect_encoding(path: Path) -> str:
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
         lines = 0  # line breaks in the blocks decoded
+        first = b""  # the first block: what both readings are weighed on
         cjk = 0  # Chinese characters decoded as UTF-8 (counted up to 2)
         try:
             while block := fh.read(CHUNK):
+                first = first or block
                 text = decoder.decode(block)
                 if cjk < 2:
                     cjk += sum(1 for _ in itertools.islice(_CJK.finditer(text), 2))
@@ -231,6 +246,13 @@ def detect_encoding(path: Path) -> str:
             if cjk < 2:
                 cjk += sum(1 for _ in itertools.islice(_CJK.finditer(before.decode("utf-8")), 2))
             if cjk < 2:  # (a GBK file's first characters are rarely valid UTF-8 Chinese)
+                return "gb18030"
+            # but some are (濮峰安 in GBK is 姷尲 in UTF-8): a GBK file reads as
+            # common Chinese, its UTF-8 reading as rare characters
+            valid = (before if exc.object is first else first)[:65536]
+            if _common_hanzi(valid.decode("gb18030", "replace")) > _common_hanzi(
+                valid.decode("utf-8", "ignore")
+            ):
                 return "gb18030"
             # UTF-8 Chinese before a byte that is not UTF-8: a file that mixes
             # encodings (rows pasted from a GBK export). Read whole as GB18030,

@@ -1664,13 +1664,12 @@ def _id_corrected_sql(old: str, new: str) -> str:
     """SQL: what was owed under ID number ``old`` (a failed payment, a debt)
     now goes to the member_id's record with ID ``new``: no roster record
     holds ``old`` any more, and ``new`` is ``old`` corrected (one digit
-    substituted or two adjacent swapped, spec 3's typo), or ``old`` was
-    invalid (it names no person: what was owed was the member_id's own).
-    Someone with a valid ID of their own, given the member_id since, is not
-    paid what was owed to another, nor charged their debt."""
+    substituted or two adjacent swapped, spec 3's typo). Anything else (an
+    Excel-mangled ID replaced, another person given the member_id) waits: a
+    failed payment in retries_waiting, a debt under the old ID."""
     return (
         f"({old} NOT IN (SELECT person_key FROM roster WHERE person_key IS NOT NULL) "
-        f"AND ({id_problem_sql(old, TODAY_SQL)} IS NOT NULL OR {one_edit_sql(old, new)}))"
+        f"AND {one_edit_sql(old, new)})"
     )
 
 
