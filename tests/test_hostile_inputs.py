@@ -57,6 +57,26 @@ READ = {
 }
 
 
+def one_claim(
+    tmp_path: Path, roster: Path | list[tuple[object, ...]], day: str = "2024-01-09", *extra: object
+) -> tuple[Path, object]:
+    """A workspace with the simple rule; a run of one outpatient claim of
+    张三 (person_id(1)) on ``day`` against ``roster`` (rows, or a file)."""
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    if not isinstance(roster, Path):
+        roster = write_csv(tmp_path / "r.csv", ROSTER_HEADER, roster)
+    settlements = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [("Q1", person_id(1), "张三", "门诊", day, None, 3000, 3000, None)],
+    )
+    done = cli(
+        "run", "-w", ws, "--period", day[:7], "--settlements", settlements,
+        "--roster", roster, *extra,
+    )  # fmt: skip
+    return ws, done
+
+
 def batches(ws: Path) -> list[tuple[object, ...]]:
     con = duckdb.connect(str(ws / "twopay.duckdb"), read_only=True)
     try:
@@ -466,24 +486,11 @@ def test_a_units_file_with_no_readable_unit_is_exit_2_not_every_row_rejected(
     """Every settlement would be rejected unit_dues_unpaid, and for good (a
     settlement re-sent later is a duplicate): the file is refused instead,
     naming it and its first unreadable line, and nothing is committed."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
-        [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", None)],
-    )
     units = tmp_path / "u.csv"
     units.write_text(text, "utf-8")
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
-        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
-        "--roster", roster, "--units", units,
-    )  # fmt: skip
-    assert done.exit_code == 2, done.output
+    member = ("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", None)
+    ws, done = one_claim(tmp_path, [member], "2024-01-09", "--units", units)
+    assert done.exit_code == 2, done.output  # type: ignore[attr-defined]
     assert f"{units}: the units file has no unit, {why}" in done.output
     assert "run without --units" in done.output
     assert not (ws / "reports" / "2024-01").exists()
@@ -543,18 +550,10 @@ def test_a_roster_with_no_readable_member_is_exit_2_not_every_row_rejected(
 ) -> None:
     """Every settlement was rejected not_a_member (exit 0), for good once a
     later batch was committed."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     roster = tmp_path / "r.csv"
     roster.write_text(text, "utf-8")
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
-        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
-    )
-    assert done.exit_code == 2, done.output
+    ws, done = one_claim(tmp_path, roster)
+    assert done.exit_code == 2, done.output  # type: ignore[attr-defined]
     assert f"{roster}: the roster has no member, {why}" in done.output
     assert batches(ws) == []
 
@@ -563,21 +562,10 @@ def test_a_roster_with_no_readable_member_is_exit_2_not_every_row_rejected(
 def test_a_valid_to_of_9999_is_open_ended_not_unreadable(tmp_path: Path, end: str) -> None:
     """9999-12-31, the usual "no end" of HR exports, was not a date: the
     record was quarantined and its member's claims rejected not_a_member."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
-        [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", end)],
+    ws, done = one_claim(
+        tmp_path, [("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", end)]
     )
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
-        [("Q1", person_id(1), "张三", "门诊", "2024-01-09", None, 3000, 3000, None)],
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements, "--roster", roster
-    )
-    assert done.exit_code == 0, done.output
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     with (ws / "reports" / "2024-01" / "payout_lines.csv").open(encoding="utf-8") as fh:
         assert [(r["settlement_id"], r["payout"]) for r in csv.DictReader(fh)] == [
             ("Q1", "1000.00")
@@ -589,24 +577,12 @@ def test_membership_inactive_names_the_persons_unreadable_record(tmp_path: Path)
     cannot be read, the old one ended in 2023. The claim is rejected
     membership_inactive, and the detail named only the old record's dates,
     not the line the unit must fix."""
-    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
-        [
-            ("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", "2023-12-31"),
-            ("M1b", "张三", person_id(1), None, "U1", "在职", "2024-01-01", None),
-        ],
-    )
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
-        [("Q1", person_id(1), "张三", "门诊", "2024-03-10", None, 3000, 3000, None)],
-    )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements, "--roster", roster
-    )
-    assert done.exit_code == 0, done.output
+    records = [
+        ("M1", "张三", person_id(1), "C1", "U1", "在职", "2020-01-01", "2023-12-31"),
+        ("M1b", "张三", person_id(1), None, "U1", "在职", "2024-01-01", None),
+    ]
+    ws, done = one_claim(tmp_path, records, "2024-03-10")
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     with (ws / "reports" / "2024-03" / "rejections.csv").open(encoding="utf-8") as fh:
         (row,) = list(csv.DictReader(fh))
     assert (row["reason_code"], row["detail"]) == (
