@@ -354,11 +354,12 @@ def test_two_people_whose_ids_excel_mangled_alike_do_not_stop_the_run(tmp_path: 
     assert refused.exit_code == 2 and "overlap" in refused.output
 
 
-def test_a_run_without_enrollments_says_so_in_the_detail(tmp_path: Path) -> None:
-    """A scheme that requires enrollment, run without --enrollments: every
-    claim fails it. The detail blamed each member ('no enrollment in force');
-    it names the missing file."""
-    ws = init_workspace(tmp_path / "ws", {"req.toml": REQUIRED_PLAN})
+def required_plan_claim(
+    tmp_path: Path, rules: dict[str, str], *extra: object
+) -> tuple[Path, object]:
+    """One member (会员1) and one inpatient claim of 2024-01-10 under ``rules``:
+    the run's workspace and result."""
+    ws = init_workspace(tmp_path / "ws", rules)
     roster = write_csv(
         tmp_path / "roster.csv",
         ROSTER_HEADER,
@@ -371,9 +372,17 @@ def test_a_run_without_enrollments_says_so_in_the_detail(tmp_path: Path) -> None
     )
     done = cli(
         "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
-        "--roster", roster,
+        "--roster", roster, *extra,
     )  # fmt: skip
-    assert done.exit_code == 0, done.output
+    return ws, done
+
+
+def test_a_run_without_enrollments_says_so_in_the_detail(tmp_path: Path) -> None:
+    """A scheme that requires enrollment, run without --enrollments: every
+    claim fails it. The detail blamed each member ('no enrollment in force');
+    it names the missing file."""
+    ws, done = required_plan_claim(tmp_path, {"req.toml": REQUIRED_PLAN})
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     assert rows(ws / "twopay.duckdb", "SELECT code, detail FROM outcomes") == [
         (
             "no_coverage",
@@ -388,17 +397,6 @@ def test_an_enrollment_naming_no_scheme_of_the_rules_is_exit_2_naming_the_line(
     """An enrollment that names its scheme by title (or in another case) was
     never read: the member was rejected no_coverage "no enrollment in force",
     and, the file fixed, the claim re-sent was a duplicate."""
-    ws = init_workspace(tmp_path / "ws", {"req.toml": REQUIRED_PLAN, "a.toml": A_PLAN})
-    roster = write_csv(
-        tmp_path / "roster.csv",
-        ROSTER_HEADER,
-        [("M1", "会员1", person_id(1), "C1", "U1", "in_service", "2020-01-01", None)],
-    )
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
-        [("S1", person_id(1), "会员1", "住院", "2024-01-10", "2024-01-08", "100", "80", None)],
-    )
     enrollments = write_csv(
         tmp_path / "e.csv",
         ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
@@ -407,11 +405,9 @@ def test_an_enrollment_naming_no_scheme_of_the_rules_is_exit_2_naming_the_line(
             (person_id(1), None, "REQ", "2024-01-01", "2024-12-31"),
         ],
     )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-01", "--settlements", settlements,
-        "--roster", roster, "--enrollments", enrollments,
-    )  # fmt: skip
-    assert done.exit_code == 2, done.output
+    rules = {"req.toml": REQUIRED_PLAN, "a.toml": A_PLAN}
+    ws, done = required_plan_claim(tmp_path, rules, "--enrollments", enrollments)
+    assert done.exit_code == 2, done.output  # type: ignore[attr-defined]
     assert "e.csv: line 3: scheme 'REQ' is not a scheme of the rules" in done.output
     assert "expected one of: a-plan, req" in done.output
     assert rows(ws / "twopay.duckdb", "SELECT count(*) FROM batches") == [(0,)]
