@@ -725,8 +725,9 @@ def test_the_walk_starts_at_each_groups_first_binding_line_in_chunks_of_bounded_
         return starts, walk
 
     starts, walk = walked(3)
-    # p1 starts after its first line (600 paid), p3 and p4 at their first
-    assert starts == [(1, 0, 1, D("600.00")), (2, 1, 0, D(0)), (3, 1, 0, D(0))]
+    # p1 starts after its first line (600 paid), p3 and p4 at their first;
+    # a group is named by its first line's key
+    assert starts == [(1, 0, 1, D("600.00")), (6, 1, 0, D(0)), (7, 1, 0, D(0))]
     assert walk == [(0, 2), (0, 3), (0, 4), (1, 6), (1, 7), (1, 8)]
     starts, walk = walked(1)
     # the groups start at residue lines 0, 3 and 4

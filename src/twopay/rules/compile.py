@@ -175,7 +175,10 @@ ordered AS (
         coalesce(o.paid_inpatient, 0) AS open_paid_inpatient,
         coalesce(o.paid_total, 0) AS open_paid_total,
         coalesce(o.allowance_days, 0) AS open_days,
-        row_number() OVER lines_upto AS rn
+        row_number() OVER lines_upto AS rn,
+        -- the group as one integer (its first line's key): the later windows
+        -- partition by it, and an integer sorts far faster than the keys
+        first_value(v.line_key) OVER lines_upto AS grp
     FROM versioned AS v
     LEFT JOIN adj_opening AS o USING (person_key, scheme, plan_year)
     WINDOW lines_upto AS (
@@ -219,7 +222,7 @@ def step_sql(d: DuckDBDialect = DIALECT) -> str:
 CREATE OR REPLACE TEMP TABLE adj_steps AS
 WITH asked AS (
     SELECT
-        rowid AS rid, person_key, scheme, plan_year, visit_type, rn, kind,
+        rowid AS rid, grp, visit_type, rn, kind,
         open_paid_type, open_paid_total, open_days, days_asked,
         type_cap, scheme_cap, max_days,
         CASE kind WHEN 'normal'
@@ -240,11 +243,10 @@ running AS (
         open_days + coalesce(sum(d_days) OVER lines_before, 0) AS days_before
     FROM asked
     WINDOW lines_before AS (
-        PARTITION BY person_key, scheme, plan_year
-        ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        PARTITION BY grp ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 )
 SELECT
-    rid, d_ratio, d_days, d_allowance, paid_type_before, paid_total_before, days_before,
+    rid, grp, rn, d_ratio, d_days, d_allowance, paid_type_before, paid_total_before, days_before,
     -- a cap binds on this line when the uncapped running sums would cross it
     -- (checked with uncapped sums; exact as long as none bound before)
     kind = 'normal' AND (
@@ -258,7 +260,7 @@ FROM running
 
 def residue_sql() -> str:
     """The lines of the groups where some cap binds: only the columns the walk
-    reads, each group numbered (``grp``) and given to a ``chunk`` of at most
+    reads, each group (``grp``) given to a ``chunk`` of at most
     about ``$chunk_rows`` lines to walk. ``first_rn`` is the group's first
     line where a cap binds: the lines before it are exact from the window
     sums (no cap bound yet), so the walk starts there."""
@@ -266,36 +268,28 @@ def residue_sql() -> str:
 -- $chunk_rows: about how many lines one recursive CTE walks (engine.WALK_CHUNK_ROWS)
 CREATE OR REPLACE TEMP TABLE adj_residue AS
 WITH bound AS (
-    SELECT p.person_key, p.scheme, p.plan_year, min(p.rn) AS first_rn
-    FROM adj_steps AS s JOIN adj_prepared AS p ON p.rowid = s.rid
-    WHERE s.binds
-    GROUP BY p.person_key, p.scheme, p.plan_year
+    SELECT grp, min(rn) AS first_rn FROM adj_steps WHERE binds GROUP BY grp
 ),
 lines AS (
     SELECT
-        p.person_key, p.scheme, p.plan_year, b.first_rn, p.rn, p.line_key,
+        s.grp, b.first_rn, s.rn, p.line_key,
         p.visit_type, p.kind, p.type_cap, p.scheme_cap, p.days_asked, p.max_days, p.per_day,
         p.open_paid_outpatient, p.open_paid_inpatient, p.open_paid_total, p.open_days,
         s.d_ratio, s.d_days, s.d_allowance
-    FROM adj_prepared AS p
-    JOIN bound AS b USING (person_key, scheme, plan_year)
-    JOIN adj_steps AS s ON p.rowid = s.rid
+    FROM adj_steps AS s
+    JOIN bound AS b USING (grp)
+    JOIN adj_prepared AS p ON p.rowid = s.rid
 ),
 groups AS (
-    SELECT person_key, scheme, plan_year, count(*) FILTER (WHERE rn >= first_rn) AS walk_rows
-    FROM lines
-    GROUP BY person_key, scheme, plan_year
+    SELECT grp, count(*) FILTER (WHERE rn >= first_rn) AS walk_rows FROM lines GROUP BY grp
 ),
 chunked AS (
-    SELECT
-        person_key, scheme, plan_year,
-        row_number() OVER by_group AS grp,
-        (sum(walk_rows) OVER by_group - walk_rows) // $chunk_rows AS chunk
+    SELECT grp, (sum(walk_rows) OVER by_group - walk_rows) // $chunk_rows AS chunk
     FROM groups
-    WINDOW by_group AS (ORDER BY person_key, scheme, plan_year ROWS UNBOUNDED PRECEDING)
+    WINDOW by_group AS (ORDER BY grp ROWS UNBOUNDED PRECEDING)
 )
-SELECT c.grp, c.chunk, l.* EXCLUDE (person_key, scheme, plan_year)
-FROM lines AS l JOIN chunked AS c USING (person_key, scheme, plan_year)
+SELECT c.chunk, l.*
+FROM lines AS l JOIN chunked AS c USING (grp)
 """
 
 
