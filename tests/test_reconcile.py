@@ -10,6 +10,8 @@ import csv
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -311,6 +313,35 @@ def test_success_reported_after_a_reissue_is_a_discrepancy(ws: Path, tmp_path: P
     # the bank now says the January payment went through after all
     code, out = reconcile(ws, bank_return(tmp_path / "late.csv", [failed]))
     assert code == 3 and out["counts"] == {"paid_after_reissue": 1}
+
+
+def test_why_shows_the_payments_and_what_the_bank_answered(ws: Path, tmp_path: Path) -> None:
+    """A failed payment, its re-issue, and the bank saying afterwards that
+    the original went through: `why` showed only the line's payment_id, and
+    nothing of the failure or of the member being paid twice."""
+    jan = month(ws, tmp_path, 1, roster_file(tmp_path / "r1.csv"))
+    failed = jan[0]
+    reconcile(ws, bank_return(tmp_path / "ret1.csv", jan, {failed["payment_id"]}))
+    month(ws, tmp_path, 2, roster_file(tmp_path / "r2.csv"))
+    reconcile(ws, bank_return(tmp_path / "late.csv", [failed]))
+    result = cli("why", "-w", ws, failed["member_id"], "--json")
+    assert result.exit_code == 0, result.output
+    got = [
+        (p["payment_id"], p["retry_of"], p["bank_result"], p["bank_reason"])
+        for p in json.loads(result.stdout)["payments"]
+    ]
+    reissue = f"2024-02-{failed['member_id']}-R1"
+    # the late answer's own (blank) reason, not the failure's
+    assert (failed["payment_id"], None, "paid_after_reissue", None) in got
+    assert (reissue, failed["payment_id"], None, None) in got
+    # the table as a terminal wide enough for its columns shows it
+    wide = subprocess.run(
+        [str(Path(sys.executable).with_name("twopay")), "why", "-w", str(ws),
+         failed["member_id"], "--lang", "en"],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert "payments and bank answers" in wide.stdout
+    assert "paid_after_reissue" in wide.stdout and reissue in wide.stdout
 
 
 @pytest.mark.parametrize("fmt", ["xlsx", "parquet"])

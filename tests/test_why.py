@@ -453,3 +453,82 @@ def test_a_name_written_in_traditional_is_found_in_any_mix_of_forms(tmp_path: Pa
             "S2"
         ], key
     assert why(ws, "张卫").exit_code == 2  # a homophone is another name
+
+
+def test_an_id_number_that_is_not_15_or_18_characters_finds_its_rows(tmp_path: Path) -> None:
+    """A settlement's ID of 17 digits, or with a letter O for a zero, is
+    rejected invalid_id_number; `why` with that ID said nothing in the ledger
+    matched it, though rejections.csv listed the row."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, write_csv
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "赵六", M001, "C1", "U1", "在职", "2015-01-01", None)],
+    )
+    # nobody on the roster is near: the rows are invalid_id_number, not held
+    other = "110105199001010022"
+    short, letter = other[:17], other[:10] + "O" + other[11:]
+    s = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("S1", short, "王五", "门诊", "2024-01-05", None, 3000, 3000, None),
+            ("S2", letter, "王五", "门诊", "2024-01-06", None, 3000, 3000, None),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", roster)
+    assert done.exit_code == 0, done.output
+    for key, sid in ((short, "S1"), (letter, "S2")):
+        t = trace(ws, key)
+        assert t["matched_by"] == "id_number"
+        (found,) = t["settlements"]
+        assert found["settlement_id"] == sid
+        assert [d["code"] for d in found["decisions"]] == ["invalid_id_number"]
+    # a member_id or a name still comes first: only an unmatched key is tried as an ID
+    assert trace(ws, "M1")["matched_by"] == "member_id"
+
+
+def test_a_debt_and_its_offset_show_together_after_a_unit_corrects_the_id(
+    tmp_path: Path,
+) -> None:
+    """M3 is on the roster under a one-digit typo of her ID; her claim is
+    accepted by an override and then reversed once the unit has corrected the
+    ID, and the debt is offset against her next payment under the corrected
+    ID (the ledger follows the member_id). `why` showed the offset under one
+    ID and the debt under the other, as if she still owed it."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, person_id
+    from helpers import write_csv as write_rows
+
+    ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
+    right = person_id(3)
+    typo = right[:14] + str((int(right[14]) + 1) % 10) + right[15:]
+
+    def roster(pid: str) -> Path:
+        return write_rows(
+            tmp_path / f"r{pid}.csv",
+            ROSTER_HEADER,
+            [("M3", "李娜", pid, "C3", "U2", "在职", "2020-01-01", None)],
+        )
+
+    def month(m: int, rows: list[tuple[object, ...]], pid: str) -> None:
+        s = write_rows(tmp_path / f"s{m}.csv", SETTLEMENT_HEADER, rows)
+        done = cli(
+            "run", "-w", ws, "--period", f"2024-0{m}", "--settlements", s, "--roster", roster(pid),
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+
+    month(1, [("C1", right, "李娜", "门诊", "2024-01-10", None, 1800, 1500, None)], typo)
+    (ws / "overrides.csv").write_text(
+        "settlement_id,decision,member_id,note,decided_by\nC1,accept,M3,checked,me\n",
+        encoding="utf-8",
+    )
+    month(2, [], typo)
+    month(3, [("CR", right, "李娜", "门诊", "2024-03-01", None, -1800, -1500, "C1")], right)
+    month(4, [("C4", right, "李娜", "门诊", "2024-04-01", None, 1800, 1500, None)], right)
+    recoveries = cli("query", "-w", ws, "SELECT kind, amount FROM recoveries ORDER BY batch_id")
+    assert "owed" in recoveries.output and "offset" in recoveries.output, recoveries.output
+    for key in (right, typo, "CR"):
+        got = sorted((r["kind"], r["amount"]) for r in trace(ws, key)["recoveries"])
+        assert got == [("offset", "-250.00"), ("owed", "250.00")], key

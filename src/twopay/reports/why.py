@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twopay.errors import RuleFileError, UsageError
-from twopay.identity.idnumber import id_normalise_sql, mask_id, mask_text
+from twopay.identity.idnumber import id_normalise_sql, mask_id, mask_text, one_edit_sql
 from twopay.identity.idnumber import normalise_id as normalise_id_number
 from twopay.identity.names import name_norm_sql, normalise_name, same_name_pattern
 from twopay.ledger.workspace import Workspace
@@ -223,10 +223,35 @@ FROM lines WHERE person_key = $id18
 GROUP BY ALL ORDER BY plan_year, scheme
 """
 
-RECOVERIES_SQL = """
+RECOVERIES_SQL = f"""
 SELECT b.period, r.member_id, r.amount, r.settlement_ids, r.kind
 FROM recoveries r JOIN batches b USING (batch_id)
-WHERE r.person_key = $id18 ORDER BY r.batch_id, r.kind
+WHERE r.person_key = $id18
+   -- a debt under an ID number the unit has since corrected (one edit) follows
+   -- its member_id, and is offset under the corrected ID: both sides belong to
+   -- the person, whichever of the two IDs is asked about
+   OR (r.member_id IN (SELECT member_id FROM roster_records WHERE person_key = $id18)
+       AND {one_edit_sql("r.person_key", "$id18")})
+ORDER BY r.batch_id, r.kind, r.member_id
+"""
+
+
+# The person's payments (re-issues too) and the bank's latest answer to each
+# (spec 8, reconcile): a failed payment, its re-issue, one paid after all.
+PAYMENTS_SQL = """
+WITH mine AS (SELECT * FROM payments WHERE person_key = $id18),
+answer AS (
+    -- the bank's latest answer to each: result and reason of one row
+    SELECT payment_id, result AS bank_result, reason AS bank_reason
+    FROM bank_returns
+    WHERE payment_id IN (SELECT payment_id FROM mine) AND line_number IS NOT NULL
+      AND result NOT IN ('unreadable', 'duplicate_row')
+    QUALIFY row_number() OVER (
+        PARTITION BY payment_id ORDER BY return_id DESC, line_number DESC) = 1
+)
+SELECT b.period, p.payment_id, p.member_id, p.amount, p.retry_of, a.bank_result, a.bank_reason
+FROM mine p JOIN batches b USING (batch_id) LEFT JOIN answer a USING (payment_id)
+ORDER BY p.batch_id, p.payment_id
 """
 
 
@@ -296,6 +321,17 @@ def resolve(con: duckdb.DuckDBPyConnection, key: str) -> Subject | tuple[str, li
         return Subject("name", SUBJECT_SQL["person"], _person_params(id18, id15, pk), person=id18)
     if named:
         return "name", named
+    # an ID number as a settlement gave it, however malformed (17 digits, a
+    # letter O for a zero): the rows rejected invalid_id_number under it
+    given = normalise_id_number(text)
+    if given and _rows(
+        con,
+        f"SELECT 1 FROM settlements WHERE {SETTLEMENT_ID_SQL} = $given LIMIT 1",
+        {"given": given},
+    ):
+        return Subject(
+            "id_number", SUBJECT_SQL["person"], _person_params(given, given, given), person=given
+        )
     raise UsageError(
         f"nothing in the ledger matches {mask_text(text)!r}: it is not a settlement_id, "
         "ID number, member_id or name of any batch."
@@ -599,6 +635,7 @@ def _trace(
         "members": [],
         "year_to_date": [],
         "recoveries": [],
+        "payments": [],
         "settlements": list(by_row.values()),
     }
     if person is not None:
@@ -606,6 +643,7 @@ def _trace(
         out["members"] = _rows(con, MEMBERS_SQL, p)
         out["year_to_date"] = _year_to_date(con, p, rules)
         out["recoveries"] = _rows(con, RECOVERIES_SQL, p)
+        out["payments"] = _rows(con, PAYMENTS_SQL, p)
     return out
 
 
@@ -660,6 +698,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "members": ("会员记录", "membership records"),
     "year_to_date": ("本年累计", "year to date"),
     "recoveries": ("待追回/抵扣", "recoveries and offsets"),
+    "payments": ("付款及银行回盘", "payments and bank answers"),
+    "bank_result": ("回盘结果", "bank result"),
+    "bank_reason": ("回盘原因", "bank reason"),
     "decisions": ("处理结果", "decisions"),
     "identity": ("身份核对", "identity"),
     "eligibility": ("资格核对", "eligibility"),
@@ -995,6 +1036,15 @@ def render(console: Console, trace: Mapping[str, Any], lang: str) -> None:
             ),
             soft_wrap=False,
         )
+    if trace.get("payments"):
+        table = Table(title=label("payments", lang), title_justify="left", header_style="bold")
+        cols = ("period", "payment_id", "member_id", "amount", "retry_of", "bank_result",
+                "bank_reason")  # fmt: skip
+        for col in cols:
+            table.add_column(label(col, lang), overflow="fold")
+        for r in trace["payments"]:
+            table.add_row(*[_fmt(r.get(c), lang) for c in cols])
+        console.print(table, soft_wrap=False)
     if trace.get("recoveries"):
         table = Table(title=label("recoveries", lang), title_justify="left", header_style="bold")
         for col in ("period", "member_id", "kind", "amount", "settlement_ids"):
