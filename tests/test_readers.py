@@ -947,3 +947,60 @@ def test_a_gbk_file_whose_first_name_reads_as_utf8_chinese_is_gbk(tmp_path: Path
     mixed.write_bytes(head + "S3,李四,住院\n".encode("gbk"))
     with pytest.raises(UsageError, match="line 4 holds a byte that is not UTF-8"):
         detect_encoding(mixed)
+
+
+def test_xlsx_cells_read_as_excel_shows_them_padded_codes_and_chinese_dates(
+    tmp_path: Path,
+) -> None:
+    """A code Excel made a number, kept its leading zeros by the format
+    "0000000000" (a card 0000123456), was read 123456: a wrong card in the
+    bank file. A date in the Chinese built-in format 31 before 1954-10-03 or
+    at 9999-12-31 (the usual "no end") arrives as its serial, outside the
+    range date_sql reads a serial in, and was bad_date."""
+    import xlsxwriter
+
+    path = tmp_path / "s.xlsx"
+    wb = xlsxwriter.Workbook(str(path))
+    sheet = wb.add_worksheet()
+    sheet.write_row(0, 0, BOOK_HEADER)
+    padded = wb.add_format({"num_format": "0000000000"})
+    long_date = wb.add_format({"num_format": 31})  # yyyy"年"m"月"d"日"
+    for r, day in enumerate((datetime(1953, 1, 5), datetime(9999, 12, 31), datetime(2024, 1, 5))):
+        sheet.write_number(r + 1, 0, 123456 + r, padded)
+        sheet.write_row(r + 1, 1, [TRUE_ID, "张三", "门诊"])
+        sheet.write_datetime(r + 1, 4, day, long_date)
+        sheet.write_row(r + 1, 5, [100, 80])
+        sheet.write_number(r + 1, 7, 42, padded)
+    # a plain number in a text column keeps its digits
+    sheet.write_row(4, 0, [7, TRUE_ID, "张三", "门诊", "2024-01-05", 100, 80, 42])
+    wb.close()
+    rows = read_typed(path, tmp_path)
+    assert [
+        (r["settlement_id"], r["hospital_code"], r["service_date"], r["q_code"]) for r in rows
+    ] == [
+        ("0000123456", "0000000042", date(1953, 1, 5), None),
+        ("0000123457", "0000000042", date(9999, 12, 31), None),
+        ("0000123458", "0000000042", date(2024, 1, 5), None),
+        ("7", "42", date(2024, 1, 5), None),
+    ]
+
+
+def test_xlsx_rows_of_formulas_that_show_nothing_are_blank_rows(tmp_path: Path) -> None:
+    """A formula such as =IF(A3="","",F3-G3) filled down below the table is
+    saved with an empty text result: its rows were read as data, quarantined
+    missing_field (and a batch refused over the quarantine rate), where the
+    same sheet saved as CSV has blank rows, skipped."""
+    path = write_settlement_book(
+        tmp_path / "s.xlsx", [("S1", TRUE_ID, "张三", "门诊", "2024-01-05", 100, 80, None)]
+    )
+
+    def formulas_below(xml: bytes) -> bytes:
+        cells = "".join(
+            f'<row r="{r}"><c r="H{r}" t="str"><f>IF(A{r}="","",F{r}-G{r})</f><v></v></c></row>'
+            for r in range(3, 13)
+        )
+        return xml.replace(b"</sheetData>", cells.encode() + b"</sheetData>")
+
+    rewrite_sheet(path, formulas_below)
+    rows = read_typed(path, tmp_path)
+    assert [(r["settlement_id"], r["q_code"]) for r in rows] == [("S1", None)]

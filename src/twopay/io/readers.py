@@ -23,6 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -1037,6 +1038,41 @@ def _number_cells_by_row(z: zipfile.ZipFile, part: str) -> pl.DataFrame:
     )
 
 
+# a number cell of a worksheet: its attributes and stored value (a formula may come first)
+_STYLED_NUMBER = re.compile(
+    r"<(?:\w+:)?c\b([^>]*)>\s*(?:<(?:\w+:)?f\b[^>]*/>\s*|"
+    r"<(?:\w+:)?f\b[^>]*>[^<]*</(?:\w+:)?f>\s*)?<(?:\w+:)?v>([0-9]+(?:\.[0-9]+)?)</(?:\w+:)?v>"
+)
+_XML_ATTR = re.compile(r"""\b(\w+)=["']([^"']*)["']""")
+
+
+def _overlay_cells(
+    body: pl.DataFrame, column: str, sheet_column: int, shown: dict[tuple[int, int], str]
+) -> pl.DataFrame:
+    """``body``'s ``column`` with the cells of ``shown`` (keyed (sheet column,
+    sheet row); frame row idx is sheet row idx + 1) put over what calamine gave,
+    where it gave a number."""
+    import polars as pl
+
+    at = {row - 1: text for (col, row), text in shown.items() if col == sheet_column}
+    if not at:
+        return body
+    over = pl.DataFrame(
+        {"idx": list(at), "_shown": list(at.values())},
+        schema={"idx": body.schema["idx"], "_shown": pl.String},
+    )
+    return (
+        body.join(over, on="idx", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col(column).str.contains(r"^[0-9]+(?:\.[0-9]+)?$"))
+            .then(pl.col("_shown").fill_null(pl.col(column)))
+            .otherwise(pl.col(column))
+            .alias(column)
+        )
+        .drop("_shown")
+    )
+
+
 def _stage_xlsx(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -1146,6 +1182,54 @@ def _stage_xlsx(
         return pr is not None and pr.get("date1904", "").lower() in ("1", "true")
 
     shift_serials = date1904()
+
+    def formatted_numbers() -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
+        """The number cells whose format makes Excel show them otherwise than
+        calamine gives them, keyed (sheet column, sheet row): a code padded
+        with zeros by a format "0000000000" (how clerks keep the leading zeros
+        of a code Excel made a number: 101050001 shows 0101050001), and a date
+        in one of Excel's CJK built-in formats (numFmtId 27-36, 50-58), which
+        calamine gives as its serial: read here as a day whatever the serial
+        (9999-12-31 is 2958465), where date_sql takes only 20000..79999."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                styles = ET.fromstring(z.read("xl/styles.xml"))
+                codes = {
+                    e.get("numFmtId"): e.get("formatCode", "")
+                    for e in styles.iter()
+                    if e.tag.endswith("}numFmt")
+                }
+                xfs = next((e for e in styles if e.tag.endswith("}cellXfs")), None)
+                padded, dated = {}, set()
+                for i, xf in enumerate(xfs if xfs is not None else []):
+                    fmt = xf.get("numFmtId", "0")
+                    if re.fullmatch("0{2,}", codes.get(fmt, "")):
+                        padded[str(i)] = len(codes[fmt])
+                    elif fmt.isdigit() and (27 <= int(fmt) <= 36 or 50 <= int(fmt) <= 58):
+                        dated.add(str(i))
+                parts = first_sheet_parts(z)
+                if not (padded or dated) or len(parts) != 1:
+                    return {}, {}
+                xml = z.read(parts[0]).decode("utf-8", "replace")
+        except (KeyError, ET.ParseError, *_ZIP_BROKEN):
+            return {}, {}  # no styles part: nothing is formatted
+        base = date(1904, 1, 1) if shift_serials else date(1899, 12, 30)
+        texts: dict[tuple[int, int], str] = {}
+        days: dict[tuple[int, int], str] = {}
+        for m in _STYLED_NUMBER.finditer(xml):
+            attrs = dict(_XML_ATTR.findall(m.group(1)))
+            ref = re.fullmatch(r"([A-Z]{1,3})([0-9]+)", attrs.get("r", ""))
+            style, value = attrs.get("s"), m.group(2)
+            if ref is None or attrs.get("t", "n") != "n":
+                continue
+            at = (_column(ref.group(1)), int(ref.group(2)))
+            if style in padded and value.isdigit():
+                texts[at] = value.zfill(padded[style])
+            elif style in dated and 1 <= float(value) < 2958466:
+                days[at] = (base + timedelta(days=int(float(value)))).isoformat()
+        return texts, days
+
+    padded_texts, cjk_days = formatted_numbers()
     try:
         reader = fastexcel.read_excel(str(path))
         # skip_rows=0: keep the blank rows above the table, so that frame row i
@@ -1168,6 +1252,9 @@ def _stage_xlsx(
         text = {"Div0": "#DIV/0!", "NA": "#N/A", "Value": "#VALUE!", "Ref": "#REF!",
                 "Name": "#NAME?", "Num": "#NUM!", "Null": "#NULL!"}.get(code, code)  # fmt: skip
         errors.setdefault(int(e.position[0]), {})[int(e.position[1])] = text
+    # a cell that shows nothing (a formula giving "", an empty inline string)
+    # is as blank as no cell: Excel's own CSV export writes such a row ",,,"
+    frame = frame.with_columns(pl.col(c).replace("", None) for c in cols)
     frame = frame.with_row_index("idx").filter(
         pl.any_horizontal(*[pl.col(c).is_not_null() for c in cols], pl.lit(False))
         | pl.col("idx").is_in(list(errors))
@@ -1232,6 +1319,12 @@ def _stage_xlsx(
             )
             .drop("_excel")
         )
+    for name, i in named.items():
+        # a zero-padded code over the digits calamine gave; a CJK-format date
+        # (an ISO day, which the 1904 shift below leaves alone) over its serial
+        shown = padded_texts if kind.column(name).type == "text" else cjk_days
+        if cols[i] in sheet_column and kind.column(name).type in ("text", "date") and shown:
+            body = _overlay_cells(body, cols[i], sheet_column[cols[i]], shown)
     if shift_serials:
         for name, i in named.items():
             if kind.column(name).type == "date":
