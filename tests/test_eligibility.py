@@ -411,3 +411,33 @@ def test_an_enrollment_naming_no_scheme_of_the_rules_is_exit_2_naming_the_line(
     assert "e.csv: line 3: scheme 'REQ' is not a scheme of the rules" in done.output
     assert "expected one of: a-plan, req" in done.output
     assert rows(ws / "twopay.duckdb", "SELECT count(*) FROM batches") == [(0,)]
+
+
+def test_an_id_number_in_the_scheme_or_decision_column_is_masked_in_the_error(
+    tmp_path: Path,
+) -> None:
+    """An ID pasted one column to the left, into the scheme of an enrollment
+    or the decision of an override, was printed in full in the error."""
+    pid = person_id(1)
+    masked = f"{pid[:6]}********{pid[-4:]}"
+    enrollments = write_csv(
+        tmp_path / "e.csv",
+        ("id_number", "member_id", "scheme", "valid_from", "valid_to"),
+        [(pid, None, pid, "2024-01-01", "2024-12-31")],
+    )
+    rules = {"req.toml": REQUIRED_PLAN}
+    _ws, done = required_plan_claim(tmp_path / "a", rules, "--enrollments", enrollments)
+    assert done.exit_code == 2, done.output  # type: ignore[attr-defined]
+    assert pid not in done.output and f"scheme '{masked}'" in done.output  # type: ignore[attr-defined]
+
+    ws = init_workspace(tmp_path / "b" / "ws", {"req.toml": REQUIRED_PLAN})
+    (ws / "overrides.csv").write_text(
+        f"settlement_id,decision,member_id,note,decided_by\nS1,{pid},M1,checked,me\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "run", "-w", ws, "--period", "2024-01", "--settlements", tmp_path / "a" / "s.csv",
+        "--roster", tmp_path / "a" / "roster.csv",
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output
+    assert pid not in done.output and masked in done.output

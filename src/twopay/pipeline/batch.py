@@ -607,7 +607,8 @@ class _Batch:
             )
             if bad:
                 raise UsageError(
-                    f"{self.ws.overrides_path}: line {bad[0][0]}: {bad[0][1]}; fix the override."
+                    f"{self.ws.overrides_path}: line {bad[0][0]}: {mask_text(bad[0][1] or '')}; "
+                    "fix the override."
                 )
         else:
             con.execute(
@@ -654,7 +655,8 @@ class _Batch:
         )
         if bad:
             raise UsageError(
-                f"{path}: line {bad[0][0]}: scheme {bad[0][1]!r} is not a scheme of the rules; "
+                f"{path}: line {bad[0][0]}: scheme {mask_text(repr(bad[0][1]))} is not a scheme of "
+                "the rules; "
                 f"expected one of: {', '.join(known)} (the `scheme` key of a rule file)."
             )
 
