@@ -360,3 +360,25 @@ def test_a_member_is_named_by_their_latest_record_whatever_the_roster_order(
         assert run(ws, "2024-03", s, r).exit_code == 0  # type: ignore[attr-defined]
         report = simulate(ws, rules_dir(tmp_path / f"{order}-other", CHANGED_RULE))
         assert [m["name"] for m in report["largest_changes"]] == ["王晓芳"], order
+
+
+def test_a_version_split_at_a_date_changes_the_money_not_who_is_covered(
+    hand_ws: Path, tmp_path: Path
+) -> None:
+    """The other rules split the one version at July 1st with a new ratio
+    from then on: the same people are covered on every day, yet the report
+    warned that the rules changed who is covered. A gap between the two
+    halves does change it."""
+    first = SIMPLE_RULE.replace(
+        "effective_from = 2020-01-01", "effective_from = 2020-01-01\neffective_to = 2024-06-30"
+    )
+    for name, second_from in (("split", "2024-07-01"), ("gap", "2024-07-02")):
+        folder = rules_dir(tmp_path / name, first)
+        (folder / "t2.toml").write_text(
+            CHANGED_RULE.replace('version = "v1"', 'version = "v2"').replace(
+                "effective_from = 2020-01-01", f"effective_from = {second_from}"
+            ),
+            encoding="utf-8",
+        )
+        warnings = simulate(hand_ws, folder)["warnings"]
+        assert len(warnings) == (name == "gap"), warnings

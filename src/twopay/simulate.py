@@ -24,6 +24,7 @@ connection, and nothing is written.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,23 @@ GROUP BY o.code ORDER BY o.code
 
 
 def _coverage(rules: RuleSet) -> dict[str, list[tuple[object, ...]]]:
-    """What decides whom each scheme covers, per scheme: the replay does not
-    re-decide it."""
+    """What decides whom each scheme covers, per scheme, as a function of the
+    date: the replay does not re-decide it. Versions that follow each other
+    without a gap and cover the same people are one interval, so splitting a
+    version at a date (a new ratio from July) does not count as a change of
+    who is covered (versions come ordered by scheme, then effective_from)."""
     out: dict[str, list[tuple[object, ...]]] = {}
     for v in rules.versions:
-        out.setdefault(v.rule.scheme, []).append(coverage_terms(v.rule))
+        start, end, *terms = coverage_terms(v.rule)
+        spans = out.setdefault(v.rule.scheme, [])
+        if spans:
+            p_start, p_end, *p_terms = spans[-1]
+            if (
+                p_terms == terms and p_end is not None and p_end + timedelta(days=1) == start  # type: ignore[operator]
+            ):
+                spans[-1] = (p_start, end, *terms)
+                continue
+        spans.append((start, end, *terms))
     return out
 
 
