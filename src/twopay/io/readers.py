@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -1039,28 +1039,24 @@ def _number_cells_by_row(z: zipfile.ZipFile, part: str) -> pl.DataFrame:
 
 
 # a number cell of a worksheet: its attributes and stored value (a formula may come first)
-_STYLED_NUMBER = re.compile(
-    r"<(?:\w+:)?c\b([^>]*)>\s*(?:<(?:\w+:)?f\b[^>]*/>\s*|"
-    r"<(?:\w+:)?f\b[^>]*>[^<]*</(?:\w+:)?f>\s*)?<(?:\w+:)?v>([0-9]+(?:\.[0-9]+)?)</(?:\w+:)?v>"
+_STYLED_NUMBER = (
+    r"<(?:\w+:)?c\b[^>]*>\s*(?:<(?:\w+:)?f\b[^>]*/>\s*|"
+    r"<(?:\w+:)?f\b[^>]*>[^<]*</(?:\w+:)?f>\s*)?<(?:\w+:)?v>[0-9]+(?:\.[0-9]+)?</(?:\w+:)?v>"
 )
-_XML_ATTR = re.compile(r"""\b(\w+)=["']([^"']*)["']""")
 
 
-def _overlay_cells(
-    body: pl.DataFrame, column: str, sheet_column: int, shown: dict[tuple[int, int], str]
-) -> pl.DataFrame:
-    """``body``'s ``column`` with the cells of ``shown`` (keyed (sheet column,
-    sheet row); frame row idx is sheet row idx + 1) put over what calamine gave,
-    where it gave a number."""
+def _overlay_cells(body: pl.DataFrame, column: str, shown: pl.DataFrame) -> pl.DataFrame:
+    """``body``'s ``column`` with the texts of ``shown`` (its rows: sheet row
+    ``row`` is frame row idx + 1) put over what calamine gave, where it gave
+    a number."""
     import polars as pl
 
-    at = {row - 1: text for (col, row), text in shown.items() if col == sheet_column}
-    if not at:
+    if not shown.height:
         return body
-    over = pl.DataFrame(
-        {"idx": list(at), "_shown": list(at.values())},
-        schema={"idx": body.schema["idx"], "_shown": pl.String},
-    )
+    over = shown.select(
+        (pl.col("row") - 1).cast(body.schema["idx"], strict=False).alias("idx"),
+        pl.col("shown").alias("_shown"),
+    ).unique("idx", keep="last")
     return (
         body.join(over, on="idx", how="left", maintain_order="left")
         .with_columns(
@@ -1183,14 +1179,18 @@ def _stage_xlsx(
 
     shift_serials = date1904()
 
-    def formatted_numbers() -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
+    def formatted_numbers() -> pl.DataFrame:
         """The number cells whose format makes Excel show them otherwise than
-        calamine gives them, keyed (sheet column, sheet row): a code padded
+        calamine gives them, as (column, row, shown, date): a code padded
         with zeros by a format "0000000000" (how clerks keep the leading zeros
-        of a code Excel made a number: 101050001 shows 0101050001), and a date
-        in one of Excel's CJK built-in formats (numFmtId 27-36, 50-58), which
-        calamine gives as its serial: read here as a day whatever the serial
-        (9999-12-31 is 2958465), where date_sql takes only 20000..79999."""
+        of a code Excel made a number: 101050001 shows 0101050001), and a day
+        in one of Excel's CJK built-in date formats (numFmtId 27-36, 50-58),
+        which calamine gives as its serial: read here whatever the serial
+        (9999-12-31 is 2958465), where date_sql takes only 20000..79999. The
+        sheet is streamed and its cells matched in polars, as _scan_sheet does."""
+        none = pl.DataFrame(
+            schema={"column": pl.Int64, "row": pl.Int64, "shown": pl.String, "date": pl.Boolean}
+        )
         try:
             with zipfile.ZipFile(path) as z:
                 styles = ET.fromstring(z.read("xl/styles.xml"))
@@ -1200,36 +1200,63 @@ def _stage_xlsx(
                     if e.tag.endswith("}numFmt")
                 }
                 xfs = next((e for e in styles if e.tag.endswith("}cellXfs")), None)
-                padded, dated = {}, set()
+                padded: dict[str, int] = {}  # style index -> width
+                dated: list[str] = []
                 for i, xf in enumerate(xfs if xfs is not None else []):
                     fmt = xf.get("numFmtId", "0")
                     if re.fullmatch("0{2,}", codes.get(fmt, "")):
                         padded[str(i)] = len(codes[fmt])
                     elif fmt.isdigit() and (27 <= int(fmt) <= 36 or 50 <= int(fmt) <= 58):
-                        dated.add(str(i))
+                        dated.append(str(i))
                 parts = first_sheet_parts(z)
                 if not (padded or dated) or len(parts) != 1:
-                    return {}, {}
-                xml = z.read(parts[0]).decode("utf-8", "replace")
+                    return none
+                x = pl.col("x")
+                cells = [
+                    pl.DataFrame({"x": text})
+                    .select(x.str.extract_all(_STYLED_NUMBER))
+                    .explode("x")
+                    .drop_nulls()
+                    for _pats, text in _sheet_batches(z, parts[0])
+                ]
         except (KeyError, ET.ParseError, *_ZIP_BROKEN):
-            return {}, {}  # no styles part: nothing is formatted
+            return none  # no styles part: nothing is formatted
+        x = pl.col("x")
+        found = (
+            pl.concat(cells)
+            .select(
+                x.str.extract(r"""\br=["']([A-Z]{1,3})[0-9]+["']""").alias("letters"),
+                x.str.extract(r"""\br=["'][A-Z]{1,3}([0-9]+)["']""").cast(pl.Int64).alias("row"),
+                x.str.extract(r"""\bs=["']([0-9]+)["']""").alias("style"),
+                x.str.extract(r"""\bt=["'](\w*)["']""").fill_null("n").alias("type"),
+                x.str.extract(r"<(?:\w+:)?v>([0-9.]+)<").alias("value"),
+            )
+            .filter(pl.col("type") == "n", pl.col("row").is_not_null())
+        )
+        serial = pl.col("value").cast(pl.Float64, strict=False).floor().cast(pl.Int64)
         base = date(1904, 1, 1) if shift_serials else date(1899, 12, 30)
-        texts: dict[tuple[int, int], str] = {}
-        days: dict[tuple[int, int], str] = {}
-        for m in _STYLED_NUMBER.finditer(xml):
-            attrs = dict(_XML_ATTR.findall(m.group(1)))
-            ref = re.fullmatch(r"([A-Z]{1,3})([0-9]+)", attrs.get("r", ""))
-            style, value = attrs.get("s"), m.group(2)
-            if ref is None or attrs.get("t", "n") != "n":
-                continue
-            at = (_column(ref.group(1)), int(ref.group(2)))
-            if style in padded and value.isdigit():
-                texts[at] = value.zfill(padded[style])
-            elif style in dated and 1 <= float(value) < 2958466:
-                days[at] = (base + timedelta(days=int(float(value)))).isoformat()
-        return texts, days
+        width = pl.col("style").replace_strict(padded, default=None, return_dtype=pl.Int64)
+        texts = found.filter(
+            pl.col("style").is_in(list(padded)), pl.col("value").str.contains("^[0-9]+$")
+        ).select("letters", "row", pl.col("value").str.zfill(width).alias("shown"), date=False)
+        days = found.filter(pl.col("style").is_in(dated), serial.is_between(1, 2958465)).select(
+            "letters",
+            "row",
+            (pl.lit(base) + pl.duration(days=serial)).cast(pl.String).alias("shown"),
+            date=True,
+        )
+        both = pl.concat([texts, days])
+        letters = both["letters"].unique().to_list()  # a few columns
+        return both.select(
+            pl.col("letters")
+            .replace_strict(letters, [_column(c) for c in letters], return_dtype=pl.Int64)
+            .alias("column"),
+            "row",
+            "shown",
+            "date",
+        )
 
-    padded_texts, cjk_days = formatted_numbers()
+    formatted = formatted_numbers()
     try:
         reader = fastexcel.read_excel(str(path))
         # skip_rows=0: keep the blank rows above the table, so that frame row i
@@ -1320,11 +1347,14 @@ def _stage_xlsx(
             .drop("_excel")
         )
     for name, i in named.items():
-        # a zero-padded code over the digits calamine gave; a CJK-format date
-        # (an ISO day, which the 1904 shift below leaves alone) over its serial
-        shown = padded_texts if kind.column(name).type == "text" else cjk_days
-        if cols[i] in sheet_column and kind.column(name).type in ("text", "date") and shown:
-            body = _overlay_cells(body, cols[i], sheet_column[cols[i]], shown)
+        # a zero-padded code over the digits calamine gave; a CJK-format day
+        # (ISO, which the 1904 shift below leaves alone) over its serial
+        ctype = kind.column(name).type
+        if ctype in ("text", "date") and cols[i] in sheet_column:
+            shown = formatted.filter(
+                pl.col("column") == sheet_column[cols[i]], pl.col("date") == (ctype == "date")
+            )
+            body = _overlay_cells(body, cols[i], shown)
     if shift_serials:
         for name, i in named.items():
             if kind.column(name).type == "date":
