@@ -974,6 +974,18 @@ def test_xlsx_cells_read_as_excel_shows_them_padded_codes_and_chinese_dates(
     # a plain number in a text column keeps its digits
     sheet.write_row(4, 0, [7, TRUE_ID, "张三", "门诊", "2024-01-05", 100, 80, 42])
     wb.close()
+
+    def as_excel_saves_it(xml: bytes) -> bytes:
+        # rows 3 and 4 filled down from row 2 (a shared formula has a t of its
+        # own, not the cell's), and a 19-digit number written whole, as
+        # openpyxl writes a Python int (no serial: it must not stop the read)
+        for cell in (b"A3", b"A4", b"E3", b"E4"):
+            xml = re.sub(
+                rb'(<c r="' + cell + rb'" s="[0-9]+"[^>]*>)', rb'\1<f t="shared" si="0"/>', xml
+            )
+        return re.sub(rb'(<c r="H5"[^>]*><v>)42(</v>)', rb"\g<1>9558801234567890123\2", xml)
+
+    rewrite_sheet(path, as_excel_saves_it)
     rows = read_typed(path, tmp_path)
     assert [
         (r["settlement_id"], r["hospital_code"], r["service_date"], r["q_code"]) for r in rows
@@ -981,7 +993,7 @@ def test_xlsx_cells_read_as_excel_shows_them_padded_codes_and_chinese_dates(
         ("0000123456", "0000000042", date(1953, 1, 5), None),
         ("0000123457", "0000000042", date(9999, 12, 31), None),
         ("0000123458", "0000000042", date(2024, 1, 5), None),
-        ("7", "42", date(2024, 1, 5), None),
+        ("7", "9558801234567890000", date(2024, 1, 5), None),  # 15 digits, as Excel shows it
     ]
 
 

@@ -1222,18 +1222,25 @@ def _stage_xlsx(
         except (KeyError, ET.ParseError, *_ZIP_BROKEN):
             return none  # no styles part: nothing is formatted
         x = pl.col("x")
+        # the attributes of <c> alone: a formula's <f t="shared" ...> (a fill-down)
+        # or <f t="array" ...> has a t of its own, which is not the cell's type
+        tag = x.str.extract(r"^(<(?:\w+:)?c\b[^>]*>)")
         found = (
             pl.concat(cells)
             .select(
-                x.str.extract(r"""\br=["']([A-Z]{1,3})[0-9]+["']""").alias("letters"),
-                x.str.extract(r"""\br=["'][A-Z]{1,3}([0-9]+)["']""").cast(pl.Int64).alias("row"),
-                x.str.extract(r"""\bs=["']([0-9]+)["']""").alias("style"),
-                x.str.extract(r"""\bt=["'](\w*)["']""").fill_null("n").alias("type"),
+                tag.str.extract(r"""\sr=["']([A-Z]{1,3})[0-9]+["']""").alias("letters"),
+                tag.str.extract(r"""\sr=["'][A-Z]{1,3}([0-9]+)["']""")
+                .cast(pl.Int64, strict=False)
+                .alias("row"),
+                tag.str.extract(r"""\ss=["']([0-9]+)["']""").alias("style"),
+                tag.str.extract(r"""\st=["'](\w*)["']""").fill_null("n").alias("type"),
                 x.str.extract(r"<(?:\w+:)?v>([0-9.]+)<").alias("value"),
             )
             .filter(pl.col("type") == "n", pl.col("row").is_not_null())
         )
-        serial = pl.col("value").cast(pl.Float64, strict=False).floor().cast(pl.Int64)
+        # strict=False: a number of 19 digits and more (written whole by some
+        # writers) is no serial, and must not stop the read
+        serial = pl.col("value").cast(pl.Float64, strict=False).floor().cast(pl.Int64, strict=False)
         base = date(1904, 1, 1) if shift_serials else date(1899, 12, 30)
         width = pl.col("style").replace_strict(padded, default=None, return_dtype=pl.Int64)
         texts = found.filter(
