@@ -383,6 +383,20 @@ def test_a_typo_in_the_roster_id_is_found_from_a_legacy_number(pos: int) -> None
     assert f"digit {pos + 1} differs" in str(rows[0]["detail"])
 
 
+def test_a_typo_in_a_legacy_roster_number_is_found() -> None:
+    """The roster's 15-digit number has two digits swapped (its birth date
+    1980-02-30 does not exist, so it stays 15 digits); the settlement gives the
+    right one, as written or in 18 digits. The roster side searched only
+    18-character IDs: both were not_a_member where spec 3 rule 4 holds them."""
+    right = "110105800203123"
+    typo = "110105800230123"
+    rows = identify(
+        [("M1", "张伟", typo)], [(right, "张伟"), (make_id("110105198002031" + "23"), "张伟")]
+    )
+    assert [r["outcome"] for r in rows] == ["probable_id_typo", "probable_id_typo"]
+    assert [r["candidate_member_id"] for r in rows] == ["M1", "M1"]
+
+
 def test_an_excel_mangled_roster_id_is_never_a_candidate() -> None:
     mangled = A[:15] + "000"
     assert validate_id(mangled, TODAY) == "excel_mangled"

@@ -337,6 +337,9 @@ def test_a_short_id_number_is_starred_whole_in_every_report(tmp_path: Path) -> N
         "roster member M1 has 1101051990030400X7 (digits 17 and 18 are swapped)",
         "S1,1101051990030400X7,周凯,outpatient",
         "110105199003040X07",
+        # a letter typed for a digit among the first six
+        "roster member R1 李娜 has 11O105198001011238",
+        "has 1101l5198101011235 (digit 5 differs)",
     ],
 )
 def test_an_id_with_an_x_inside_shows_six_and_four_characters(text: str) -> None:

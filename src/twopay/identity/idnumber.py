@@ -73,10 +73,11 @@ def _id_run() -> str:
 
 ID_RUN_SQL = _id_run()  # for RE2 (DuckDB)
 ID_RUN_RE = re.compile(ID_RUN_SQL)
-# An 18-character token that starts with six digits: an ID number with a
-# letter typed for a digit (110105198O01011238) is not a run of digits, but
-# it is still the person's ID number (spec 7: masked wherever it appears).
-ID_TOKEN_SQL = r"\b([0-9]{6})[0-9A-Za-z]{8}([0-9A-Za-z]{4})\b"
+# An 18-character token that starts with a digit: an ID number with a
+# letter typed for a digit (110105198O01011238, or 11O105198001011238 with
+# the letter among its first six) is not a run of digits, but it is still
+# the person's ID number (spec 7: masked wherever it appears).
+ID_TOKEN_SQL = r"\b([0-9][0-9A-Za-z]{5})[0-9A-Za-z]{8}([0-9A-Za-z]{4})\b"
 ID_TOKEN_RE = re.compile(ID_TOKEN_SQL, re.ASCII)
 # The ID a detail sentence of the identity stage names, as it was given
 # ("ID 110105198O01011238 has characters other than ..."): masked by position

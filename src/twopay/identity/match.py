@@ -469,20 +469,30 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
         CREATE OR REPLACE TEMP TABLE identity_roster_probe AS
         WITH d AS (
             -- an ID with a letter inside (the X swapped into place 17) is
-            -- kept too: _odd_variants_sql builds its edits
+            -- kept too: _odd_variants_sql builds its edits; a 15-digit legacy
+            -- number that normalisation left as it is (no real birth date) is
+            -- searched in the 18-digit form it would have, as a settlement's is
             SELECT record_key, person_key,
+                   CASE WHEN regexp_full_match(person_key, '[0-9]{{15}}')
+                        THEN TRY_CAST(left(person_key, 6) || '19' || substr(person_key, 7)
+                                      AS BIGINT) END AS raw17,
                    CASE WHEN regexp_full_match(left(person_key, 17), '[0-9]{{17}}')
                         THEN {id_digits_sql("person_key")} END AS n17
             FROM roster
             WHERE name_norm IN (SELECT form FROM identity_probe_forms)
-              AND length(person_key) = 18
+              AND (length(person_key) = 18 OR regexp_full_match(person_key, '[0-9]{{15}}'))
         ),
         b AS (
-            SELECT record_key AS row_key, person_key AS id, n17
-            FROM d WHERE coalesce({id_problem_sql("person_key", "$today", "n17")}, 'valid')
+            SELECT record_key AS row_key, person_key AS id, n17, false AS legacy
+            FROM d WHERE raw17 IS NULL
+                AND coalesce({id_problem_sql("person_key", "$today", "n17")}, 'valid')
                 NOT IN ('valid', 'excel_mangled')
+            UNION ALL
+            SELECT record_key, lpad(raw17::VARCHAR, 17, '0') || {check_char_sql("raw17")},
+                   raw17, true
+            FROM d WHERE raw17 IS NOT NULL
         )
-        SELECT row_key, id, false AS legacy, n17,
+        SELECT row_key, id, legacy, n17,
                strpos('{CHECK_CHARS}', right(id, 1)) - 1 AS v, ({w_terms}) % 11 AS s
         FROM b
         """,
