@@ -532,3 +532,45 @@ def test_a_debt_and_its_offset_show_together_after_a_unit_corrects_the_id(
     for key in (right, typo, "CR"):
         got = sorted((r["kind"], r["amount"]) for r in trace(ws, key)["recoveries"])
         assert got == [("offset", "-250.00"), ("owed", "250.00")], key
+
+
+def test_the_scheme_cap_left_is_the_latest_lines_version(tmp_path: Path) -> None:
+    """Version H2 lowers the scheme cap from 3000 to 1000 on July 1st. An
+    outpatient line in March (100 paid under H1), an inpatient one in August
+    (200 under H2): why showed the cap of the outpatient line's version, 3000
+    and 2700 left, where the next line is capped at 700."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+
+    half = 'scheme = "tx"\nversion = "{v}"\neffective_from = {start}\n{end}annual_cap = {cap}\n'
+    body = "[outpatient]\nratio = 0.5\n[inpatient]\nratio = 0.5\n"
+    ws = init_workspace(
+        tmp_path / "ws",
+        {
+            "a.toml": half.format(
+                v="H1", start="2024-01-01", end="effective_to = 2024-06-30\n", cap=3000
+            )
+            + body,
+            "b.toml": half.format(v="H2", start="2024-07-01", end="", cap=1000) + body,
+        },
+    )
+    roster = write_csv(
+        tmp_path / "r.csv",
+        ROSTER_HEADER,
+        [("M1", "张三", M001, "C1", "U1", "在职", "2000-01-01", None)],
+    )
+    s = write_csv(
+        tmp_path / "s.csv",
+        SETTLEMENT_HEADER,
+        [
+            ("S1", M001, "张三", "门诊", "2024-03-01", None, 200, 200, None),
+            ("S2", M001, "张三", "住院", "2024-08-01", "2024-07-30", 400, 400, None),
+        ],
+    )
+    done = cli("run", "-w", ws, "--period", "2024-08", "--settlements", s, "--roster", roster)
+    assert done.exit_code == 0, done.output
+    (year,) = trace(ws, "S2")["year_to_date"]
+    assert (year["paid_total"], year["scheme_cap"], year["scheme_cap_left"]) == (
+        "300.00",
+        "1000.00",
+        "700.00",
+    )

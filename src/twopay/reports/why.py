@@ -218,7 +218,10 @@ GROUP BY ALL ORDER BY plan_year, scheme, visit_type
 """
 YEAR_TOTALS_SQL = """
 SELECT scheme, plan_year, arg_max(paid_total_after, line_key) AS paid_total,
-       arg_max(days_after, line_key) AS allowance_days, sum(payout) AS payout
+       arg_max(days_after, line_key) AS allowance_days, sum(payout) AS payout,
+       -- the scheme cap is the one of the version of the year's latest line,
+       -- whatever its visit type (a clawback carries its original's version)
+       arg_max(rule_version, line_key) FILTER (kind = 'normal') AS rule_version
 FROM lines WHERE person_key = $id18
 GROUP BY ALL ORDER BY plan_year, scheme
 """
@@ -681,12 +684,16 @@ def _year_to_date(
             entry["cap_left"] = max(Decimal(0), visit.annual_cap - _d(row["paid_type"]))
         if visit is not None and visit.deductible_scope == "year":
             entry["deductible_left"] = max(Decimal(0), visit.deductible - _d(row["base_ytd"]))
-        if loaded is not None and loaded.rule.annual_cap is not None:
-            year["scheme_cap"] = loaded.rule.annual_cap
-            year["scheme_cap_left"] = max(
-                Decimal(0), loaded.rule.annual_cap - _d(total.get("paid_total"))
-            )
         year["by_visit_type"].append(entry)
+    for k, year in out.items():
+        # the scheme cap of the version of the year's latest line
+        version = totals.get(k, {}).get("rule_version")
+        latest = rules.current.get((k[0], version)) if version is not None else None
+        if latest is not None and latest.rule.annual_cap is not None:
+            year["scheme_cap"] = latest.rule.annual_cap
+            year["scheme_cap_left"] = max(
+                Decimal(0), latest.rule.annual_cap - _d(year["paid_total"])
+            )
     return list(out.values())
 
 
