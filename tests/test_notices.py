@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fastexcel
@@ -442,5 +445,20 @@ def test_a_replaced_batch_takes_its_notices_with_it(tmp_path: Path) -> None:
     (folder / "called U1.txt").write_text("phoned them on Monday", encoding="utf-8")
     run(wrong)  # the same inputs: nothing changes, the notices stand
     assert (folder / "unit-U1.csv").exists()
+    run(right, "--replace")
+    assert {p.name for p in folder.iterdir()} == {"called U1.txt"}
+
+    # a --replace killed while it writes its reports (after its commit), then
+    # the same command again, as the error says: the re-run is a no-op, and
+    # the notices of the batch replaced were left behind
+    run(wrong, "--replace")
+    notices(ws, "--period", "2024-01")
+    assert (folder / "unit-U1.csv").exists()
+    killed = subprocess.run(
+        [str(Path(sys.executable).with_name("twopay")), "run", "-w", str(ws), "--period",
+         "2024-01", "--settlements", str(right), "--roster", str(roster), "--replace"],
+        env={**os.environ, "TWOPAY_FAULT_AT": "reports"}, capture_output=True, check=False,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
     run(right, "--replace")
     assert {p.name for p in folder.iterdir()} == {"called U1.txt"}

@@ -268,16 +268,18 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
                 stage.discard_stage()
                 raise
             where.committed = True
+            if replacing is not None:
+                # the notices of the batch replaced name rows it no longer
+                # holds: they go (`twopay notices` writes the new batch's),
+                # at once: a run that dies while writing the reports is
+                # finished by a no-op re-run, which would leave them behind
+                remove_notice_files(ws.reports_dir(opts.period) / "notices")
             # the batch is in the ledger now: its working tables (GBs at a
             # Beijing-sized month, partly spilled) would only crowd the report
             # queries, which read the ledger
             drop_temporaries(con)
             say("writing reports")
             summary = render_batch_reports(con, batch_id, out_dir, lang=lang, unmask=opts.unmask)
-            if replacing is not None:
-                # the notices of the batch replaced name rows it no longer
-                # holds: they go (`twopay notices` writes the new batch's)
-                remove_notice_files(ws.reports_dir(opts.period) / "notices")
             return RunResult(batch_id, opts.period, summary, out_dir)
         finally:
             con.close()
