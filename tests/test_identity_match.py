@@ -395,6 +395,9 @@ def test_a_typo_in_a_legacy_roster_number_is_found() -> None:
     )
     assert [r["outcome"] for r in rows] == ["probable_id_typo", "probable_id_typo"]
     assert [r["candidate_member_id"] for r in rows] == ["M1", "M1"]
+    # the roster's number is shown as written: its digits are counted there
+    for r in rows:
+        assert "digits 11 and 12 of the 15-digit number are swapped" in str(r["detail"])
 
 
 def test_an_excel_mangled_roster_id_is_never_a_candidate() -> None:

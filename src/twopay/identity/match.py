@@ -329,6 +329,23 @@ _EDITS_SQL = """
 """
 
 
+def _edits_sql(variants: str) -> str:
+    """The variants (of _variants_sql / _odd_variants_sql) with the edit each
+    makes, in words: a legacy number's digits counted as its owner wrote them
+    (the 15 digits: the '19' at 7-8 is ours)."""
+    return f"""
+        SELECT *, CASE kind WHEN 's' THEN 'digit ' || told || in_legacy || ' differs'
+                            WHEN 'k' THEN 'the check character differs'
+                            ELSE 'digits ' || told || ' and ' || (told + 1) || in_legacy
+                                 || ' are swapped' END AS edit
+        FROM (
+            SELECT *, CASE WHEN legacy AND p > 8 THEN p - 2 ELSE p END AS told,
+                   CASE WHEN legacy THEN ' of the 15-digit number' ELSE '' END AS in_legacy
+            FROM ({variants})
+        )
+    """
+
+
 def _variants_sql(probe: str = "identity_probe") -> str:
     """SQL over ``probe`` (identity_probe) x edits: the variants of each all-digit ID whose
     check character is right, as (row_key, variant). For an ID that came from
@@ -439,18 +456,8 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE identity_near AS
-        WITH v AS ({_variants_sql()} UNION ALL {_odd_variants_sql()})
-        SELECT DISTINCT v.row_key, r.record_key, r.person_key, r.name_norm,
-               CASE v.kind WHEN 's' THEN 'digit ' || v.at || v.in_legacy || ' differs'
-                           WHEN 'k' THEN 'the check character differs'
-                           ELSE 'digits ' || v.at || ' and ' || (v.at + 1) || v.in_legacy
-                                || ' are swapped' END AS edit
-        FROM (
-            -- a legacy number's digits are counted as its owner wrote them
-            SELECT *, CASE WHEN legacy AND p > 8 THEN p - 2 ELSE p END AS at,
-                   CASE WHEN legacy THEN ' of the 15-digit number' ELSE '' END AS in_legacy
-            FROM v
-        ) v
+        SELECT DISTINCT v.row_key, r.record_key, r.person_key, r.name_norm, v.edit
+        FROM ({_edits_sql(f"{_variants_sql()} UNION ALL {_odd_variants_sql()}")}) v
         JOIN roster r ON r.person_key = v.variant
         """
     )
@@ -501,14 +508,16 @@ def _find_id_typo_candidates(con: duckdb.DuckDBPyConnection, today: date) -> Non
     con.execute(
         f"""
         INSERT INTO identity_near
-        SELECT DISTINCT q.row_key, r.record_key, r.person_key, r.name_norm,
-               CASE v.kind WHEN 's' THEN 'digit ' || v.p || ' differs'
-                           WHEN 'k' THEN 'the check character differs'
-                           ELSE 'digits ' || v.p || ' and ' || (v.p + 1) || ' are swapped' END
-        FROM ({_variants_sql("identity_roster_probe")}
-              UNION ALL {_odd_variants_sql("identity_roster_probe")}) v
+        SELECT DISTINCT q.row_key, r.record_key, r.person_key, r.name_norm, v.edit
+        FROM ({
+            _edits_sql(
+                f"{_variants_sql('identity_roster_probe')} "
+                f"UNION ALL {_odd_variants_sql('identity_roster_probe')}"
+            )
+        }) v
         -- the typo is the roster's: a settlement's legacy number is compared in
         -- the 18-digit form it normalises to, and the digits are counted there
+        -- (a roster's own 15-digit number, shown as such, as its owner wrote it)
         JOIN identity_probe q ON q.id = v.variant
         JOIN roster r ON r.record_key = v.row_key
         """
