@@ -327,3 +327,18 @@ def test_a_quarantine_rate_of_nan_is_refused(tmp_path: Path) -> None:
     assert done.exit_code == 2, done.output
     assert "--max-quarantine-rate" in done.output
     assert batches(ws) == 0
+
+
+def test_init_or_sample_where_nothing_can_be_made_is_exit_2(tmp_path: Path) -> None:
+    """A workspace or sample folder under a file, or a sample year before
+    1900, was an internal error (exit 1) with the exception's text."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    for args in (
+        ("init", afile / "ws"),
+        ("sample", "--out", afile / "s", "--members", 10, "--settlements", 10),
+        ("sample", "--out", tmp_path / "s", "--year", 1),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "internal error" not in result.output and "Traceback" not in result.output

@@ -116,6 +116,32 @@ def test_rerun_with_same_inputs_is_a_noop_with_identical_reports(ws: Path, tmp_p
     assert "already committed: no change" in human.output
 
 
+def test_the_same_settlement_files_in_another_order_are_the_same_inputs(
+    ws: Path, tmp_path: Path
+) -> None:
+    """January was run from two files, a then b; February followed; then
+    January's reports were lost. Re-run with b then a, it was refused as
+    'other inputs' (exit 4), and --replace is not allowed on an earlier batch:
+    the reports could not come back unless the order was guessed."""
+    r = roster(tmp_path / "roster.csv")
+    rows = month_rows(1)
+    a = write_csv(tmp_path / "a.csv", SETTLEMENT_HEADER, rows[: len(rows) // 2])
+    b = write_csv(tmp_path / "b.csv", SETTLEMENT_HEADER, rows[len(rows) // 2 :])
+    assert run(ws, "2024-01", a, r, "--settlements", b).exit_code == 0
+    reports = ws / "reports" / "2024-01"
+    before = {p.name: p.read_bytes() for p in reports.iterdir()}
+    s2 = write_csv(tmp_path / "s2.csv", SETTLEMENT_HEADER, month_rows(2))
+    assert run(ws, "2024-02", s2, r).exit_code == 0
+    shutil.rmtree(reports)
+    again = run(ws, "2024-01", b, r, "--settlements", a)
+    assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+    assert json.loads(again.output)["noop"] is True  # type: ignore[attr-defined]
+    assert {p.name: p.read_bytes() for p in reports.iterdir()} == before
+    # the same file twice is not the two files
+    twice = run(ws, "2024-01", a, r, "--settlements", a)
+    assert twice.exit_code == 4, twice.output  # type: ignore[attr-defined]
+
+
 def test_other_inputs_are_refused_unless_replacing_the_latest(ws: Path, tmp_path: Path) -> None:
     r = roster(tmp_path / "roster.csv")
     s1 = write_csv(tmp_path / "s1.csv", SETTLEMENT_HEADER, month_rows(1))

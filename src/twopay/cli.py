@@ -392,7 +392,7 @@ def demo(out: Path | None, as_json: bool) -> None:
 @click.option("--seed", type=int, default=1)
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv")
 @click.option("--months", type=click.IntRange(1, 12), default=1)
-@click.option("--year", type=int, default=2024)
+@click.option("--year", type=click.IntRange(1900, 2100), default=2024)
 @_json_option
 @handled
 def sample(
@@ -408,9 +408,20 @@ def sample(
     """Generate large realistic inputs (deterministic by seed)."""
     from twopay.sample import generate
 
-    paths = generate(
-        out, members=members, settlements=settlements, seed=seed, fmt=fmt, months=months, year=year
-    )
+    try:
+        paths = generate(
+            out,
+            members=members,
+            settlements=settlements,
+            seed=seed,
+            fmt=fmt,
+            months=months,
+            year=year,
+        )
+    except OSError as exc:
+        if disk_full(exc):
+            raise
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror}).") from None
     if as_json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:

@@ -20,7 +20,7 @@ from typing import Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from twopay.errors import UsageError, WorkspaceLocked
+from twopay.errors import UsageError, WorkspaceLocked, disk_full
 from twopay.ledger.schema import ensure_schema
 
 CONFIG_NAME = "twopay.toml"
@@ -306,19 +306,29 @@ def open_workspace(given: str | Path | None) -> Workspace:
 
 def init_workspace(root: Path, *, rules_from: Path | None = None) -> Workspace:
     """Create a workspace with the shipped default rules and an empty ledger."""
-    root.mkdir(parents=True, exist_ok=True)
     config = root / CONFIG_NAME
     if config.exists():
         raise UsageError(f"{root}: already a twopay workspace ({CONFIG_NAME} exists).")
-    config.write_text(DEFAULT_CONFIG, encoding="utf-8")
-    rules = root / "rules"
-    rules.mkdir(exist_ok=True)
-    for src in sorted((rules_from or shipped_rules_dir()).glob("*.toml")):
-        shutil.copyfile(src, rules / src.name)
-    (root / "reports").mkdir(exist_ok=True)
-    overrides = root / "overrides.csv"
-    if not overrides.exists():
-        overrides.write_text("settlement_id,decision,member_id,note,decided_by\n", encoding="utf-8")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        config.write_text(DEFAULT_CONFIG, encoding="utf-8")
+        rules = root / "rules"
+        rules.mkdir(exist_ok=True)
+        for src in sorted((rules_from or shipped_rules_dir()).glob("*.toml")):
+            shutil.copyfile(src, rules / src.name)
+        (root / "reports").mkdir(exist_ok=True)
+        overrides = root / "overrides.csv"
+        if not overrides.exists():
+            overrides.write_text(
+                "settlement_id,decision,member_id,note,decided_by\n", encoding="utf-8"
+            )
+    except OSError as exc:
+        if disk_full(exc):
+            raise
+        # a user's path (under a file, not writable, ...): exit 2, not an internal error
+        raise UsageError(
+            f"{root}: cannot create the workspace there ({exc.strerror}: {exc.filename})."
+        ) from None
     ws = open_workspace(root)
     ws.connect().close()
     return ws

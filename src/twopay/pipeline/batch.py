@@ -203,6 +203,17 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             replacing: int | None = None
             if existing:
                 batch_id, old_fp, old_inputs, old_rules = existing[0]
+                if old_fp != fingerprint:
+                    # the same settlement files named in another order are
+                    # byte-identical inputs (spec 6): compare in the old order
+                    reordered = _in_committed_order(old_inputs, inputs)
+                    if reordered is not None:
+                        same = dict(basis, inputs=[(i["role"], i["sha256"]) for i in reordered])
+                        if (
+                            old_fp
+                            == hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
+                        ):
+                            fingerprint = old_fp
                 # the same files read another way: --encoding or [aliases]
                 changed = _changed_inputs(old_inputs, old_rules, inputs, rules) or [READ_SETTINGS]
                 if (
@@ -305,6 +316,21 @@ def _changed_inputs(
     if json.loads(old_rules) != json.loads(json.dumps(rules.manifest(), ensure_ascii=False)):
         changed.append("rules")
     return changed
+
+
+def _in_committed_order(
+    old_inputs: str, inputs: list[dict[str, str]]
+) -> list[dict[str, str]] | None:
+    """``inputs`` with its settlement files in the order a committed batch
+    listed the same files (None when they are not the same files)."""
+    old = [i["sha256"] for i in json.loads(old_inputs) if i["role"] == "settlements"]
+    new = [i for i in inputs if i["role"] == "settlements"]
+    if sorted(old) != sorted(i["sha256"] for i in new):
+        return None
+    pool: dict[str, list[dict[str, str]]] = {}
+    for i in new:
+        pool.setdefault(i["sha256"], []).append(i)
+    return [pool[sha].pop(0) for sha in old] + [i for i in inputs if i["role"] != "settlements"]
 
 
 def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
