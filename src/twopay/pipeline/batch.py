@@ -186,7 +186,7 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
     # reports (only when set, so that fingerprints of existing batches stand)
     if opts.encoding or ws.settings.aliases:
         basis["read"] = {"encoding": opts.encoding, "aliases": ws.settings.aliases}
-    fingerprint = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+    fingerprint = _fingerprint(basis)
     # absolute: the reports are renamed into place beside it ('--out .' too)
     out_dir = (opts.out or ws.reports_dir(opts.period)).absolute()
     check_out_folder(out_dir)
@@ -203,17 +203,11 @@ def _run_batch(ws: Workspace, opts: RunOptions, where: _Where) -> RunResult:
             replacing: int | None = None
             if existing:
                 batch_id, old_fp, old_inputs, old_rules = existing[0]
-                if old_fp != fingerprint:
+                reordered = _in_committed_order(old_inputs, inputs)
+                if reordered is not None and old_fp == _fingerprint(dict(basis, inputs=reordered)):
                     # the same settlement files named in another order are
-                    # byte-identical inputs (spec 6): compare in the old order
-                    reordered = _in_committed_order(old_inputs, inputs)
-                    if reordered is not None:
-                        same = dict(basis, inputs=[(i["role"], i["sha256"]) for i in reordered])
-                        if (
-                            old_fp
-                            == hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
-                        ):
-                            fingerprint = old_fp
+                    # byte-identical inputs (spec 6)
+                    fingerprint = old_fp
                 # the same files read another way: --encoding or [aliases]
                 changed = _changed_inputs(old_inputs, old_rules, inputs, rules) or [READ_SETTINGS]
                 if (
@@ -318,19 +312,22 @@ def _changed_inputs(
     return changed
 
 
+def _fingerprint(basis: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
 def _in_committed_order(
     old_inputs: str, inputs: list[dict[str, str]]
-) -> list[dict[str, str]] | None:
-    """``inputs`` with its settlement files in the order a committed batch
-    listed the same files (None when they are not the same files)."""
+) -> list[tuple[str, str]] | None:
+    """The fingerprint's (role, sha256) of ``inputs`` with the settlement
+    files in the order a committed batch listed the same files (None when
+    they are not the same files)."""
     old = [i["sha256"] for i in json.loads(old_inputs) if i["role"] == "settlements"]
-    new = [i for i in inputs if i["role"] == "settlements"]
-    if sorted(old) != sorted(i["sha256"] for i in new):
+    new = [i["sha256"] for i in inputs if i["role"] == "settlements"]
+    if sorted(old) != sorted(new):
         return None
-    pool: dict[str, list[dict[str, str]]] = {}
-    for i in new:
-        pool.setdefault(i["sha256"], []).append(i)
-    return [pool[sha].pop(0) for sha in old] + [i for i in inputs if i["role"] != "settlements"]
+    others = [(i["role"], i["sha256"]) for i in inputs if i["role"] != "settlements"]
+    return [("settlements", sha) for sha in old] + others
 
 
 def _input_manifest(ws: Workspace, opts: RunOptions) -> list[dict[str, str]]:
