@@ -1048,7 +1048,7 @@ _STYLED_NUMBER = (
 def _overlay_cells(body: pl.DataFrame, column: str, shown: pl.DataFrame) -> pl.DataFrame:
     """``body``'s ``column`` with the texts of ``shown`` (its rows: sheet row
     ``row`` is frame row idx + 1) put over what calamine gave, where it gave
-    a number."""
+    a number (a date cell it writes as a date is left alone)."""
     import polars as pl
 
     if not shown.height:
@@ -1060,7 +1060,7 @@ def _overlay_cells(body: pl.DataFrame, column: str, shown: pl.DataFrame) -> pl.D
     return (
         body.join(over, on="idx", how="left", maintain_order="left")
         .with_columns(
-            pl.when(pl.col(column).str.contains(r"^[0-9]+(?:\.[0-9]+)?$"))
+            pl.when(pl.col(column).str.contains(r"^-?[0-9]+(?:\.[0-9]+)?$"))
             .then(pl.col("_shown").fill_null(pl.col(column)))
             .otherwise(pl.col(column))
             .alias(column)
@@ -1334,25 +1334,10 @@ def _stage_xlsx(
         stored = numbers["stored"].unique()
         texts = pl.Series([excel_number_text(v) for v in stored.to_list()], dtype=pl.String)
         numbers = numbers.select(
-            "column",
-            (pl.col("row") - 1).cast(body.schema["idx"], strict=False).alias("idx"),  # frame row
-            pl.col("stored").replace_strict(stored, texts).alias("_excel"),
+            "column", "row", pl.col("stored").replace_strict(stored, texts).alias("shown")
         )
     for col, c in wanted.items():
-        excel = numbers.filter(pl.col("column") == col).drop("column")
-        if not excel.height:
-            continue
-        body = (
-            body.join(excel, on="idx", how="left", maintain_order="left")
-            .with_columns(
-                # only where fastexcel wrote a number: a date cell it writes as a date
-                pl.when(pl.col(c).str.contains(r"^-?[0-9]+(?:\.[0-9]+)?$"))
-                .then(pl.col("_excel").fill_null(pl.col(c)))
-                .otherwise(pl.col(c))
-                .alias(c)
-            )
-            .drop("_excel")
-        )
+        body = _overlay_cells(body, c, numbers.filter(pl.col("column") == col))
     for name, i in named.items():
         # a zero-padded code over the digits calamine gave; a CJK-format day
         # (ISO, which the 1904 shift below leaves alone) over its serial
