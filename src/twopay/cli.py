@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from twopay import __version__
-from twopay.errors import TwopayError, UsageError, disk_full, oom_advice
+from twopay.errors import TwopayError, UsageError, disk_full, oom_advice, writing_to
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -408,7 +408,7 @@ def sample(
     """Generate large realistic inputs (deterministic by seed)."""
     from twopay.sample import generate
 
-    try:
+    with writing_to(f"--out {out}"):
         paths = generate(
             out,
             members=members,
@@ -418,10 +418,6 @@ def sample(
             months=months,
             year=year,
         )
-    except OSError as exc:
-        if disk_full(exc):
-            raise
-        raise UsageError(f"--out {out}: cannot write there ({exc.strerror}).") from None
     if as_json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:

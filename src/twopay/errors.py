@@ -4,6 +4,8 @@ into one sentence (no traceback unless --debug)."""
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class TwopayError(Exception):
@@ -92,3 +94,16 @@ def disk_full(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+@contextmanager
+def writing_to(what: str) -> Iterator[None]:
+    """Files written where the user said (``what`` names it): an OSError there
+    that is not a full disk (a folder under a file, one not writable) is the
+    user's path, exit 2 naming it, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        if disk_full(exc):
+            raise
+        raise UsageError(f"{what}: cannot write there ({exc.strerror}: {exc.filename}).") from None

@@ -20,7 +20,7 @@ from typing import Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from twopay.errors import UsageError, WorkspaceLocked, disk_full
+from twopay.errors import UsageError, WorkspaceLocked, writing_to
 from twopay.ledger.schema import ensure_schema
 
 CONFIG_NAME = "twopay.toml"
@@ -309,7 +309,7 @@ def init_workspace(root: Path, *, rules_from: Path | None = None) -> Workspace:
     config = root / CONFIG_NAME
     if config.exists():
         raise UsageError(f"{root}: already a twopay workspace ({CONFIG_NAME} exists).")
-    try:
+    with writing_to(str(root)):
         root.mkdir(parents=True, exist_ok=True)
         config.write_text(DEFAULT_CONFIG, encoding="utf-8")
         rules = root / "rules"
@@ -322,13 +322,6 @@ def init_workspace(root: Path, *, rules_from: Path | None = None) -> Workspace:
             overrides.write_text(
                 "settlement_id,decision,member_id,note,decided_by\n", encoding="utf-8"
             )
-    except OSError as exc:
-        if disk_full(exc):
-            raise
-        # a user's path (under a file, not writable, ...): exit 2, not an internal error
-        raise UsageError(
-            f"{root}: cannot create the workspace there ({exc.strerror}: {exc.filename})."
-        ) from None
     ws = open_workspace(root)
     ws.connect().close()
     return ws
