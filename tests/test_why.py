@@ -46,6 +46,23 @@ def only_line(s: dict[str, Any]) -> dict[str, Any]:
     return s["lines"][0]  # type: ignore[no-any-return]
 
 
+def run_month(
+    ws: Path,
+    tmp_path: Path,
+    period: str,
+    roster_rows: list[tuple[object, ...]],
+    settlement_rows: list[tuple[object, ...]],
+) -> None:
+    """One `twopay run` of ``period`` on a roster and settlements written from
+    rows (the helpers' headers); it must commit."""
+    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, write_csv
+
+    roster = write_csv(tmp_path / f"r-{period}.csv", ROSTER_HEADER, roster_rows)
+    s = write_csv(tmp_path / f"s-{period}.csv", SETTLEMENT_HEADER, settlement_rows)
+    done = cli("run", "-w", ws, "--period", period, "--settlements", s, "--roster", roster)
+    assert done.exit_code == 0, done.output
+
+
 def test_a_capped_member_by_id_number(ws: Path) -> None:
     t = trace(ws, M001)
     assert t["matched_by"] == "id_number"
@@ -352,25 +369,17 @@ def test_a_member_id_that_named_two_people_lists_them(tmp_path: Path) -> None:
     notice asked: member_id M9 then named two people, and `why M9` said
     nothing in the ledger matched it (exit 2). It lists both, like a name
     two people share."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, person_id
-    from helpers import write_csv as write_rows
+    from helpers import SIMPLE_RULE, init_workspace, person_id
 
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     for month, pid in ((1, person_id(24)), (2, person_id(16))):
-        roster = write_rows(
-            tmp_path / f"r{month}.csv",
-            ROSTER_HEADER,
+        run_month(
+            ws,
+            tmp_path,
+            f"2024-0{month}",
             [("M9", "李明", pid, "C9", "U1", "在职", "2015-01-01", None)],
-        )
-        s = write_rows(
-            tmp_path / f"s{month}.csv",
-            SETTLEMENT_HEADER,
             [(f"S{month}", pid, "李明", "门诊", f"2024-0{month}-05", None, 3000, 3000, None)],
         )
-        done = cli(
-            "run", "-w", ws, "--period", f"2024-0{month}", "--settlements", s, "--roster", roster,
-        )  # fmt: skip
-        assert done.exit_code == 0, done.output
     t = trace(ws, "M9")
     assert (t["several"], t["matched_by"]) == (True, "member_id")
     got = sorted((c["id_number"], tuple(c["member_ids"])) for c in t["candidates"])
@@ -387,28 +396,20 @@ def test_the_eligibility_shown_is_the_rule_file_the_batch_read(tmp_path: Path) -
     edits the rule file (same version label) to 5 days. why showed the
     decision beside the file as it is now (waiting_days 5, cover from
     2024-04-06), contradicting it."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+    from helpers import init_workspace
 
     rule = (
         'scheme = "auto"\nversion = "1"\neffective_from = 2024-01-01\n'
         "waiting_days = 30\n[outpatient]\nratio = 0.5\n"
     )
     ws = init_workspace(tmp_path / "ws", {"auto.toml": rule})
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
+    run_month(
+        ws,
+        tmp_path,
+        "2024-04",
         [("M1", "张一", M001, "C1", "U1", "在职", "2024-04-01", None)],
-    )
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
         [("S1", M001, "张一", "门诊", "2024-04-25", None, "100", "100", None)],
     )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-04", "--settlements", settlements,
-        "--roster", roster,
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
 
     def scheme_shown() -> dict[str, Any]:
         (decision,) = settlement(trace(ws, "S1"), "S1")["decisions"]
@@ -429,24 +430,16 @@ def test_a_name_written_in_traditional_is_found_in_any_mix_of_forms(tmp_path: Pa
     """Spec 3: Traditional and Simplified compare as equal. The roster and
     the settlement write 張偉: why 張偉 found him, but 张伟 and 張伟 were
     'nothing in the ledger matches' (only the key was converted)."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+    from helpers import init_workspace
 
     ws = init_workspace(tmp_path / "ws")
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
+    run_month(
+        ws,
+        tmp_path,
+        "2024-03",
         [("M1", "張偉", M001, "C1", "U1", "在职", "2010-01-01", None)],
-    )
-    settlements = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
         [("S2", M001, "張偉", "门诊", "2024-03-02", None, "5000", "3000", None)],
     )
-    done = cli(
-        "run", "-w", ws, "--period", "2024-03", "--settlements", settlements,
-        "--roster", roster,
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
     for key in ("張偉", "张伟", "張伟", "张 伟"):
         t = trace(ws, key)
         assert t["matched_by"] == "name" and [s["settlement_id"] for s in t["settlements"]] == [
@@ -459,27 +452,22 @@ def test_an_id_number_that_is_not_15_or_18_characters_finds_its_rows(tmp_path: P
     """A settlement's ID of 17 digits, or with a letter O for a zero, is
     rejected invalid_id_number; `why` with that ID said nothing in the ledger
     matched it, though rejections.csv listed the row."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, write_csv
+    from helpers import SIMPLE_RULE, init_workspace
 
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
-        [("M1", "赵六", M001, "C1", "U1", "在职", "2015-01-01", None)],
-    )
     # nobody on the roster is near: the rows are invalid_id_number, not held
     other = "110105199001010022"
     short, letter = other[:17], other[:10] + "O" + other[11:]
-    s = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
+    run_month(
+        ws,
+        tmp_path,
+        "2024-01",
+        [("M1", "赵六", M001, "C1", "U1", "在职", "2015-01-01", None)],
         [
             ("S1", short, "王五", "门诊", "2024-01-05", None, 3000, 3000, None),
             ("S2", letter, "王五", "门诊", "2024-01-06", None, 3000, 3000, None),
         ],
     )
-    done = cli("run", "-w", ws, "--period", "2024-01", "--settlements", s, "--roster", roster)
-    assert done.exit_code == 0, done.output
     for key, sid in ((short, "S1"), (letter, "S2")):
         t = trace(ws, key)
         assert t["matched_by"] == "id_number"
@@ -498,26 +486,15 @@ def test_a_debt_and_its_offset_show_together_after_a_unit_corrects_the_id(
     ID, and the debt is offset against her next payment under the corrected
     ID (the ledger follows the member_id). `why` showed the offset under one
     ID and the debt under the other, as if she still owed it."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, SIMPLE_RULE, init_workspace, person_id
-    from helpers import write_csv as write_rows
+    from helpers import SIMPLE_RULE, init_workspace, person_id
 
     ws = init_workspace(tmp_path / "ws", {"t.toml": SIMPLE_RULE})
     right = person_id(3)
     typo = right[:14] + str((int(right[14]) + 1) % 10) + right[15:]
 
-    def roster(pid: str) -> Path:
-        return write_rows(
-            tmp_path / f"r{pid}.csv",
-            ROSTER_HEADER,
-            [("M3", "李娜", pid, "C3", "U2", "在职", "2020-01-01", None)],
-        )
-
     def month(m: int, rows: list[tuple[object, ...]], pid: str) -> None:
-        s = write_rows(tmp_path / f"s{m}.csv", SETTLEMENT_HEADER, rows)
-        done = cli(
-            "run", "-w", ws, "--period", f"2024-0{m}", "--settlements", s, "--roster", roster(pid),
-        )  # fmt: skip
-        assert done.exit_code == 0, done.output
+        member = ("M3", "李娜", pid, "C3", "U2", "在职", "2020-01-01", None)
+        run_month(ws, tmp_path, f"2024-0{m}", [member], rows)
 
     month(1, [("C1", right, "李娜", "门诊", "2024-01-10", None, 1800, 1500, None)], typo)
     (ws / "overrides.csv").write_text(
@@ -539,7 +516,7 @@ def test_the_scheme_cap_left_is_the_latest_lines_version(tmp_path: Path) -> None
     outpatient line in March (100 paid under H1), an inpatient one in August
     (200 under H2): why showed the cap of the outpatient line's version, 3000
     and 2700 left, where the next line is capped at 700."""
-    from helpers import ROSTER_HEADER, SETTLEMENT_HEADER, init_workspace, write_csv
+    from helpers import init_workspace
 
     half = 'scheme = "tx"\nversion = "{v}"\neffective_from = {start}\n{end}annual_cap = {cap}\n'
     body = "[outpatient]\nratio = 0.5\n[inpatient]\nratio = 0.5\n"
@@ -553,21 +530,16 @@ def test_the_scheme_cap_left_is_the_latest_lines_version(tmp_path: Path) -> None
             "b.toml": half.format(v="H2", start="2024-07-01", end="", cap=1000) + body,
         },
     )
-    roster = write_csv(
-        tmp_path / "r.csv",
-        ROSTER_HEADER,
+    run_month(
+        ws,
+        tmp_path,
+        "2024-08",
         [("M1", "张三", M001, "C1", "U1", "在职", "2000-01-01", None)],
-    )
-    s = write_csv(
-        tmp_path / "s.csv",
-        SETTLEMENT_HEADER,
         [
             ("S1", M001, "张三", "门诊", "2024-03-01", None, 200, 200, None),
             ("S2", M001, "张三", "住院", "2024-08-01", "2024-07-30", 400, 400, None),
         ],
     )
-    done = cli("run", "-w", ws, "--period", "2024-08", "--settlements", s, "--roster", roster)
-    assert done.exit_code == 0, done.output
     (year,) = trace(ws, "S2")["year_to_date"]
     assert (year["paid_total"], year["scheme_cap"], year["scheme_cap_left"]) == (
         "300.00",
